@@ -1,0 +1,1 @@
+"""The anonymous safeguarding reporting bot."""

@@ -1,0 +1,1 @@
+"""Understanding what people write: safety rules now, a trained model later."""
