@@ -1,0 +1,68 @@
+"""A reporter's conversation in progress: what they have answered and where they are.
+
+Kept sealed under the bot's draft key between messages so a restart loses nothing; erased on
+quick exit. `to_bytes`/`from_bytes` are the only (de)serialisation, versioned for migrations.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Places in a conversation that are not questions of a flow.
+AUDIENCE = "@audience"
+SUMMARY = "@summary"
+CHANGE = "@change"
+DONE = "@done"
+
+FORMAT_VERSION = 1
+# Telegram lets a bot delete messages younger than 48 hours; keep the newest ids only.
+MAX_TRACKED_MESSAGES = 500
+
+
+@dataclass
+class Answer:
+    choice: str | None = None
+    text: str | None = None
+    skipped: bool = False
+
+
+@dataclass
+class Draft:
+    audience: str | None = None
+    step: str = AUDIENCE
+    answers: dict[str, Answer] = field(default_factory=dict)
+    trail: list[str] = field(default_factory=list)
+    editing: bool = False
+    opening: list[str] = field(default_factory=list)
+    edits: list[str] = field(default_factory=list)
+    followups: int = 0
+    case_ref: str | None = None
+    alerted: list[str] = field(default_factory=list)
+    turn: int = 0
+    message_ids: list[int] = field(default_factory=list)
+
+    def restart(self) -> None:
+        """Fresh answers; the case reference, alerts and chat trace stay (they are real)."""
+        self.audience = None
+        self.step = AUDIENCE
+        self.answers = {}
+        self.trail = []
+        self.editing = False
+        self.opening = []
+        self.edits = []
+
+    def track(self, message_ids: list[int]) -> None:
+        self.message_ids.extend(message_ids)
+        del self.message_ids[:-MAX_TRACKED_MESSAGES]
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"v": FORMAT_VERSION, **asdict(self)}, ensure_ascii=False).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Draft:
+        data: dict[str, Any] = json.loads(raw)
+        data.pop("v", None)
+        answers = {k: Answer(**v) for k, v in data.pop("answers", {}).items()}
+        return cls(answers=answers, **data)

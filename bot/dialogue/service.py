@@ -1,0 +1,275 @@
+"""Runs one reporter's turn: unseal the draft, ask the engine, seal and store, then reply.
+
+The order matters and is the point of this module:
+1. everything the turn decided (answer, alert, report, the update id) is committed in one
+   transaction *before* any reply is sent, so a crash never loses an answer or an alert and a
+   re-delivered update is recognised;
+2. the alert's outbox row is in that same transaction, so the staff chat is told even if the
+   process dies right after;
+3. only then are replies sent, signposting first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bot.crypto import BotCrypto
+from bot.dialogue.content import Content
+from bot.dialogue.draft import Draft
+from bot.dialogue.engine import (
+    ClearChat,
+    DraftErased,
+    Engine,
+    Event,
+    FollowUp,
+    Inbound,
+    RemoveInbound,
+    Reply,
+    ReplyConsent,
+    Submitted,
+    Turn,
+    UrgentSignal,
+)
+from bot.errors import StorageError, TamperedError
+from bot.storage.sqlite import SqliteStore, Tx
+from nlu.safety import SafetyRules
+from nlu.types import Urgency
+
+log = logging.getLogger("safeguard.dialogue")
+
+
+class Messenger(Protocol):
+    """How replies reach the reporter: Telegram or the terminal."""
+
+    async def send(self, reply: Reply) -> list[int]:
+        """Show a reply; return the ids of the messages it became (for clearing later)."""
+        ...
+
+    async def remove_inbound(self) -> None: ...
+
+    async def clear(self, message_ids: Sequence[int]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a turn came from. Ids here are used in memory only, never stored in the clear."""
+
+    reporter_id: int
+    update_id: int | None = None
+    message_id: int | None = None
+    # The chat a staff reply would go to; sealed before it is stored, and only with consent.
+    reply_address: int | None = None
+
+
+class ReportingService:
+    def __init__(
+        self,
+        content: Content,
+        store: SqliteStore,
+        crypto: BotCrypto,
+        safety: SafetyRules,
+        on_alert: Callable[[], None] | None = None,
+    ) -> None:
+        self.content = content
+        self.engine = Engine(content)
+        self.store = store
+        self.crypto = crypto
+        self.safety = safety
+        self._on_alert = on_alert
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def _lock_for(self, pseudonym: str) -> asyncio.Lock:
+        lock = self._locks.get(pseudonym)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[pseudonym] = lock
+        return lock
+
+    def assess(self, inbound: Inbound) -> Urgency | None:
+        if inbound.text:
+            return self.safety.assess(inbound.text)
+        return None
+
+    async def handle(self, origin: Origin, inbound: Inbound, messenger: Messenger) -> None:
+        pseudonym = self.crypto.pseudonym_for(origin.reporter_id)
+        # One turn at a time per reporter: two quick messages must not race on the draft.
+        async with self._lock_for(pseudonym):
+            try:
+                turn = await self._decide_and_store(pseudonym, origin, inbound)
+            except StorageError as exc:
+                log.error("turn_not_saved error=%s", type(exc).__name__)
+                await messenger.send(Reply(self.content.wording.something_went_wrong))
+                return
+            if turn is None:
+                log.info("duplicate_update_ignored")
+                return
+            sent_ids = await self._deliver(turn, messenger)
+            if turn.draft is not None and (sent_ids or origin.message_id):
+                turn.draft.track([i for i in (origin.message_id, *sent_ids) if i is not None])
+                try:
+                    async with self.store.transaction() as tx:
+                        await tx.save_draft(pseudonym, self._seal_draft(pseudonym, turn.draft))
+                except StorageError as exc:
+                    # The answers are safe; only the list of messages to clear on exit is stale.
+                    log.warning("trace_not_saved error=%s", type(exc).__name__)
+
+    async def _decide_and_store(
+        self, pseudonym: str, origin: Origin, inbound: Inbound
+    ) -> Turn | None:
+        if origin.update_id is not None and await self.store.was_processed(origin.update_id):
+            return None
+        draft = await self._load_draft(pseudonym)
+        urgency = self.assess(inbound)
+        turn = self.engine.handle(draft, inbound, urgency)
+        alerted = False
+        async with self.store.transaction() as tx:
+            for event in turn.events:
+                alerted |= await self._apply(tx, event, pseudonym, origin, inbound, turn.draft)
+            if turn.draft is None:
+                await tx.erase_draft(pseudonym)
+            else:
+                await tx.save_draft(pseudonym, self._seal_draft(pseudonym, turn.draft))
+            if origin.update_id is not None:
+                await tx.mark_processed(origin.update_id)
+        if alerted and self._on_alert is not None:
+            self._on_alert()
+        return turn
+
+    async def _load_draft(self, pseudonym: str) -> Draft | None:
+        sealed = await self.store.load_draft(pseudonym)
+        if sealed is None:
+            return None
+        try:
+            return Draft.from_bytes(self.crypto.open_draft(pseudonym, sealed))
+        except (TamperedError, ValueError, TypeError):
+            # Unreadable (tampered, or a key rotated without migration): start afresh rather
+            # than lock the reporter out. Nothing of it can be shown, so nothing is lost to them.
+            log.error("draft_unreadable")
+            return None
+
+    def _seal_draft(self, pseudonym: str, draft: Draft) -> bytes:
+        return self.crypto.seal_draft(pseudonym, draft.to_bytes())
+
+    async def _apply(
+        self,
+        tx: Tx,
+        event: Event,
+        pseudonym: str,
+        origin: Origin,
+        inbound: Inbound,
+        draft: Draft | None,
+    ) -> bool:
+        """Carry out one domain event inside the turn's transaction. True if staff must hear."""
+        audience = draft.audience if draft else None
+        match event:
+            case UrgentSignal(reference=ref, level=level, reasons=reasons):
+                await tx.ensure_case(ref, pseudonym, audience)
+                await tx.raise_case_level(ref, level.value)
+                trigger = inbound.text or None
+                snapshot = self._record(ref, "alert", draft, level=level.value,
+                                        reasons=list(reasons), trigger=trigger)
+                await tx.add_record(ref, "alert", self.crypto.seal_report(ref, snapshot))
+                escalation_id = await tx.add_escalation(ref, level.value, reasons)
+                declined = draft is not None and _consent(draft) is False
+                if origin.reply_address is not None and not declined:
+                    await tx.set_reply_handle(
+                        ref, self.crypto.seal_reply_handle(ref, origin.reply_address)
+                    )
+                log.warning("alert_raised case=%s level=%s escalation=%s", ref, level.value,
+                            escalation_id)
+                return True
+            case Submitted(reference=ref):
+                assert draft is not None
+                await tx.ensure_case(ref, pseudonym, audience)
+                await tx.raise_case_level(ref, "routine")
+                report = self._record(ref, "report", draft)
+                await tx.add_record(ref, "report", self.crypto.seal_report(ref, report))
+                await tx.mark_submitted(ref)
+                await self._apply_consent(tx, ref, _consent(draft), origin)
+                log.info("report_submitted case=%s", ref)
+            case FollowUp(reference=ref, text=text):
+                record = self._record(ref, "followup", None, text=text)
+                await tx.add_record(ref, "followup", self.crypto.seal_report(ref, record))
+                log.info("followup_added case=%s", ref)
+            case ReplyConsent(reference=ref, allowed=allowed) if ref is not None:
+                await self._apply_consent(tx, ref, allowed, origin)
+            case DraftErased():
+                log.info("draft_erased")
+        return False
+
+    async def _apply_consent(
+        self, tx: Tx, ref: str, allowed: bool | None, origin: Origin
+    ) -> None:
+        if allowed and origin.reply_address is not None:
+            await tx.set_reply_handle(ref, self.crypto.seal_reply_handle(ref, origin.reply_address))
+        elif allowed is False:
+            await tx.set_reply_handle(ref, None)
+
+    def _record(self, ref: str, kind: str, draft: Draft | None, **extra: Any) -> bytes:
+        """The plaintext of a sealed record: readable by staff without the wording files."""
+        body: dict[str, Any] = {
+            "reference": ref,
+            "kind": kind,
+            "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "language": self.content.language,
+        }
+        if draft is not None:
+            body.update(self._answers_for_staff(draft))
+        body.update(extra)
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    def _answers_for_staff(self, draft: Draft) -> dict[str, Any]:
+        w = self.content.wording
+        answers = []
+        steps = self.content.steps_for(draft.audience) if draft.audience else []
+        for step_id in steps:
+            answer = draft.answers.get(step_id)
+            entry: dict[str, Any] = {"step": step_id, "label": w.summary_labels[step_id]}
+            if answer is None:
+                entry["answered"] = False
+            elif answer.skipped:
+                entry["skipped"] = True
+            else:
+                if answer.choice is not None:
+                    entry["choice"] = answer.choice
+                    option = w.options.get(step_id, {}).get(answer.choice)
+                    if option is not None:
+                        entry["choice_label"] = option.label
+                if answer.text is not None:
+                    entry["text"] = answer.text
+            answers.append(entry)
+        return {
+            "audience": draft.audience,
+            "answers": answers,
+            "first_messages": draft.opening,
+            "changed_messages": draft.edits,
+            "alerts": draft.alerted,
+        }
+
+    async def _deliver(self, turn: Turn, messenger: Messenger) -> list[int]:
+        sent: list[int] = []
+        for output in turn.outputs:
+            match output:
+                case Reply():
+                    sent.extend(await messenger.send(output))
+                case RemoveInbound():
+                    await messenger.remove_inbound()
+                case ClearChat(message_ids=ids):
+                    await messenger.clear(ids)
+        return sent
+
+
+def _consent(draft: Draft) -> bool | None:
+    answer = draft.answers.get("contact")
+    if answer is None or answer.choice not in ("yes", "no"):
+        return None
+    return answer.choice == "yes"

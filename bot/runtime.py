@@ -1,0 +1,55 @@
+"""Builds the services both front ends share (Telegram and the terminal) from the settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bot.config import Settings
+from bot.crypto import BotCrypto
+from bot.dialogue.content import Content
+from bot.dialogue.service import ReportingService
+from bot.escalation.desk import StaffDesk
+from bot.storage.sqlite import SqliteStore
+from nlu.safety import SafetyRules
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """Our loggers carry event names and case ids only. aiogram's INFO lines name the bot's own
+    account and update ids; its error lines can quote request data, so it is kept to WARNING and
+    handler errors go through our own error handler instead."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    logging.getLogger("aiogram").setLevel(logging.WARNING)
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    content: Content
+    store: SqliteStore
+    crypto: BotCrypto
+    reporting: ReportingService
+    desk: StaffDesk
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, on_alert: Callable[[], None] | None = None
+) -> AsyncIterator[Services]:
+    content = Content.load(settings.dialogue.content_dir, settings.dialogue.language)
+    crypto = BotCrypto.load(settings.storage.data_dir)
+    safety = SafetyRules.load()
+    async with SqliteStore(settings.storage.data_dir) as store:
+        yield Services(
+            settings=settings,
+            content=content,
+            store=store,
+            crypto=crypto,
+            reporting=ReportingService(content, store, crypto, safety, on_alert=on_alert),
+            desk=StaffDesk(store, crypto, content),
+        )

@@ -1,0 +1,84 @@
+"""aiogram middlewares: retries for outgoing requests, and tracking updates in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware, Bot
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
+from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from aiogram.methods import GetUpdates, Response, TelegramMethod
+from aiogram.methods.base import TelegramType
+from aiogram.types import TelegramObject
+
+log = logging.getLogger("safeguard.telegram")
+
+
+class RetryRequests(BaseRequestMiddleware):
+    """Retry a request Telegram throttled (429, after `retry_after`) or failed (5xx, network).
+
+    getUpdates is left alone: the polling loop has its own back-off.
+    """
+
+    def __init__(self, attempts: int = 4, max_wait: float = 30.0) -> None:
+        self.attempts = attempts
+        self.max_wait = max_wait
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        if isinstance(method, GetUpdates):
+            return await make_request(bot, method)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await make_request(bot, method)
+            except TelegramRetryAfter as exc:
+                if attempt == self.attempts or exc.retry_after > self.max_wait:
+                    raise
+                log.warning("telegram_throttled method=%s retry_after=%s",
+                            type(method).__name__, exc.retry_after)
+                await asyncio.sleep(exc.retry_after)
+            except (TelegramServerError, TelegramNetworkError) as exc:
+                if attempt == self.attempts:
+                    raise
+                log.warning("telegram_failed method=%s error=%s attempt=%s",
+                            type(method).__name__, type(exc).__name__, attempt)
+                await asyncio.sleep(min(0.5 * 2**attempt, self.max_wait))
+        raise AssertionError("unreachable")
+
+
+class InFlight(BaseMiddleware):
+    """Remembers updates being handled, so a graceful stop can let them finish first."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        try:
+            return await handler(event, data)
+        finally:
+            if task is not None:
+                self.tasks.discard(task)
+
+    async def drain(self, timeout: float) -> None:
+        current = asyncio.current_task()
+        pending = [t for t in self.tasks if t is not current]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
