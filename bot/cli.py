@@ -26,8 +26,9 @@ app = typer.Typer(
     add_completion=False,
 )
 keys_app = typer.Typer(help="Staff keys and the bot's secrets.", no_args_is_help=True)
-reports_app = typer.Typer(help="Read reports (staff; needs the staff passphrase).",
-                          no_args_is_help=True)
+reports_app = typer.Typer(
+    help="Read reports (staff; needs the staff passphrase).", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(reports_app, name="reports")
 
@@ -39,8 +40,11 @@ def main(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Settings TOML (else $SAFEGUARD_CONFIG, else "
-                     "config/settings.toml, else built-in defaults)."),
+        typer.Option(
+            "--config",
+            help="Settings TOML (else $SAFEGUARD_CONFIG, else "
+            "config/settings.toml, else built-in defaults).",
+        ),
     ] = None,
 ) -> None:
     ctx.obj = config
@@ -49,7 +53,7 @@ def main(
 def _settings(ctx: typer.Context) -> Settings:
     from bot.runtime import configure_logging
 
-    settings = _guard(lambda: load_settings(ctx.obj))
+    settings: Settings = _guard(lambda: load_settings(ctx.obj))
     configure_logging(settings.logging.level)
     return settings
 
@@ -82,9 +86,12 @@ def run(ctx: typer.Context) -> None:
 
     settings = _settings(ctx)
     if (settings.storage.data_dir / "keys" / DEMO_MARKER).exists():
-        typer.echo(f"safeguard: {settings.storage.data_dir} holds demo keys made by "
-                   "`safeguard chat`; run `safeguard keys init` in a fresh data dir for the "
-                   "real bot", err=True)
+        typer.echo(
+            f"safeguard: {settings.storage.data_dir} holds demo keys made by "
+            "`safeguard chat`; run `safeguard keys init` in a fresh data dir for the "
+            "real bot",
+            err=True,
+        )
         raise typer.Exit(2)
     _guard(lambda: asyncio.run(run_bot(settings)))
 
@@ -140,15 +147,23 @@ async def _open_reports(settings: Settings, ref: str | None) -> list[dict[str, A
                 "submitted_at": case.submitted_at,
                 "can_reply": case.can_reply,
                 "alerts": [
-                    {"level": e.level, "reasons": list(e.reasons), "raised_at": e.created_at,
-                     "acknowledged_by": e.acknowledged_by, "acknowledged_at": e.acknowledged_at}
+                    {
+                        "level": e.level,
+                        "reasons": list(e.reasons),
+                        "raised_at": e.created_at,
+                        "acknowledged_by": e.acknowledged_by,
+                        "acknowledged_at": e.acknowledged_at,
+                    }
                     for e in await store.escalations_for(case.ref)
                 ],
             }
             if ref is not None:
                 entry["records"] = [
-                    {"kind": r.kind, "created_at": r.created_at,
-                     "content": json.loads(key.open_report(case.ref, r.sealed))}
+                    {
+                        "kind": r.kind,
+                        "created_at": r.created_at,
+                        "content": json.loads(key.open_report(case.ref, r.sealed)),
+                    }
                     for r in await store.records_for(case.ref)
                 ]
             result.append(entry)
@@ -171,8 +186,10 @@ def reports_list(
     for c in cases:
         state = "submitted" if c["submitted_at"] else "in progress"
         acked = sum(1 for a in c["alerts"] if a["acknowledged_at"])
-        typer.echo(f"{c['reference']}  {c['level']:<9} {c['status']:<6} {state:<11} "
-                   f"alerts {len(c['alerts'])} (acknowledged {acked})  {c['created_at']}")
+        typer.echo(
+            f"{c['reference']}  {c['level']:<9} {c['status']:<6} {state:<11} "
+            f"alerts {len(c['alerts'])} (acknowledged {acked})  {c['created_at']}"
+        )
 
 
 @reports_app.command("show")
@@ -187,14 +204,21 @@ def reports_show(
     if as_json:
         typer.echo(json.dumps(case, indent=2, ensure_ascii=False))
         return
-    typer.echo(f"Case {case['reference']}  level {case['level']}  status {case['status']}  "
-               f"audience {case['audience'] or '-'}  team can reply: "
-               f"{'yes' if case['can_reply'] else 'no'}")
+    typer.echo(
+        f"Case {case['reference']}  level {case['level']}  status {case['status']}  "
+        f"audience {case['audience'] or '-'}  team can reply: "
+        f"{'yes' if case['can_reply'] else 'no'}"
+    )
     for alert in case["alerts"]:
-        ack = (f"acknowledged by {alert['acknowledged_by']} at {alert['acknowledged_at']}"
-               if alert["acknowledged_at"] else "NOT acknowledged")
-        typer.echo(f"  alert {alert['level']} at {alert['raised_at']}: "
-                   f"{', '.join(alert['reasons'])} ({ack})")
+        ack = (
+            f"acknowledged by {alert['acknowledged_by']} at {alert['acknowledged_at']}"
+            if alert["acknowledged_at"]
+            else "NOT acknowledged"
+        )
+        typer.echo(
+            f"  alert {alert['level']} at {alert['raised_at']}: "
+            f"{', '.join(alert['reasons'])} ({ack})"
+        )
     for record in case["records"]:
         typer.echo(f"\n--- {record['kind']} at {record['created_at']} ---")
         content = record["content"]
@@ -203,8 +227,11 @@ def reports_show(
         for line in content.get("first_messages", []):
             typer.echo(f"First message: {line}")
         for answer in content.get("answers", []):
-            value = answer.get("text") or answer.get("choice_label") or (
-                "(skipped)" if answer.get("skipped") else "(not answered yet)")
+            value = (
+                answer.get("text")
+                or answer.get("choice_label")
+                or ("(skipped)" if answer.get("skipped") else "(not answered yet)")
+            )
             typer.echo(f"{answer['label']}: {value}")
         for line in content.get("changed_messages", []):
             typer.echo(f"Changed message: {line}")

@@ -5,7 +5,8 @@
     ├── CryptoError
     │   ├── KeysMissingError        `safeguard keys init` has not been run for this data dir
     │   ├── KeysExistError          refusing to overwrite existing keys
-    │   ├── KeyFileCorruptError     a key or secrets file is unreadable; never fall back to plaintext
+    │   ├── KeyFileCorruptError     a key or secrets file is unreadable (never fall back
+    │   │                           to plaintext)
     │   ├── WrongPassphraseError    the staff passphrase does not unlock the private key
     │   └── TamperedError           a sealed record failed authentication
     ├── StorageError

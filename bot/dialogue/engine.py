@@ -29,8 +29,19 @@ MAX_ANSWER_CHARS = 8000
 SUMMARY_ANSWER_CHARS = 250
 SELF_HARM_RULES = frozenset({"rule:self_harm_now", "rule:suicidal_intent"})
 MEDIA_DELETED = frozenset(
-    {"photo", "video", "document", "animation", "video_note", "voice", "audio", "location",
-     "contact", "story", "paid_media"}
+    {
+        "photo",
+        "video",
+        "document",
+        "animation",
+        "video_note",
+        "voice",
+        "audio",
+        "location",
+        "contact",
+        "story",
+        "paid_media",
+    }
 )
 
 InboundKind = Literal["start", "help", "exit", "text", "button", "media", "edited"]
@@ -165,9 +176,7 @@ class Engine:
         return turn
 
     # ----------------------------------------------------------------- urgent
-    def _raise_alarm(
-        self, turn: Turn, d: Draft, level: Level, reasons: tuple[str, ...]
-    ) -> None:
+    def _raise_alarm(self, turn: Turn, d: Draft, level: Level, reasons: tuple[str, ...]) -> None:
         if d.case_ref is None:
             d.case_ref = new_reference()
         first_time = level.value not in d.alerted
@@ -212,7 +221,7 @@ class Engine:
     def _text(self, turn: Turn, d: Draft, text: str) -> None:
         words = clean_text(text)[:MAX_ANSWER_CHARS]
         if d.step == AUDIENCE:
-            audience = match_phrase(words, self.w.audience_matches)
+            audience = match_phrase(words, {str(k): v for k, v in self.w.audience_matches.items()})
             if audience is None:
                 if words:
                     d.opening.append(words)
@@ -373,9 +382,7 @@ class Engine:
     def _audience_question(self, d: Draft, bump: bool = True) -> Reply:
         if bump:
             d.turn += 1
-        rows = [
-            (Button(self.w.audiences[a], "audience", value=a, turn=d.turn),) for a in AUDIENCES
-        ]
+        rows = [(Button(self.w.audiences[a], "audience", value=a, turn=d.turn),) for a in AUDIENCES]
         rows.append((self._exit_button(d),))
         return Reply(self.w.choose_audience, tuple(rows))
 
@@ -423,9 +430,7 @@ class Engine:
         return html.escape(self.w.options[step_id][answer.choice].label)
 
     def _change_menu(self, d: Draft) -> Reply:
-        rows = [
-            (Button(self.w.summary_labels[s], "edit", s, turn=d.turn),) for s in self._flow(d)
-        ]
+        rows = [(Button(self.w.summary_labels[s], "edit", s, turn=d.turn),) for s in self._flow(d)]
         rows.append((Button(self.w.buttons.back_to_summary, "summary", turn=d.turn),))
         rows.append((self._exit_button(d),))
         return Reply(self.w.change_pick, tuple(rows))

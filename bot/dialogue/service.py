@@ -83,9 +83,7 @@ class ReportingService:
         self.crypto = crypto
         self.safety = safety
         self._on_alert = on_alert
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock_for(self, pseudonym: str) -> asyncio.Lock:
         lock = self._locks.get(pseudonym)
@@ -175,8 +173,9 @@ class ReportingService:
                 await tx.ensure_case(ref, pseudonym, audience)
                 await tx.raise_case_level(ref, level.value)
                 trigger = inbound.text or None
-                snapshot = self._record(ref, "alert", draft, level=level.value,
-                                        reasons=list(reasons), trigger=trigger)
+                snapshot = self._record(
+                    ref, "alert", draft, level=level.value, reasons=list(reasons), trigger=trigger
+                )
                 await tx.add_record(ref, "alert", self.crypto.seal_report(ref, snapshot))
                 escalation_id = await tx.add_escalation(ref, level.value, reasons)
                 declined = draft is not None and _consent(draft) is False
@@ -184,8 +183,9 @@ class ReportingService:
                     await tx.set_reply_handle(
                         ref, self.crypto.seal_reply_handle(ref, origin.reply_address)
                     )
-                log.warning("alert_raised case=%s level=%s escalation=%s", ref, level.value,
-                            escalation_id)
+                log.warning(
+                    "alert_raised case=%s level=%s escalation=%s", ref, level.value, escalation_id
+                )
                 return True
             case Submitted(reference=ref):
                 assert draft is not None
@@ -206,9 +206,7 @@ class ReportingService:
                 log.info("draft_erased")
         return False
 
-    async def _apply_consent(
-        self, tx: Tx, ref: str, allowed: bool | None, origin: Origin
-    ) -> None:
+    async def _apply_consent(self, tx: Tx, ref: str, allowed: bool | None, origin: Origin) -> None:
         if allowed and origin.reply_address is not None:
             await tx.set_reply_handle(ref, self.crypto.seal_reply_handle(ref, origin.reply_address))
         elif allowed is False:

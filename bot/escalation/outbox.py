@@ -86,17 +86,26 @@ class OutboxWorker:
             await self._failed(item, "retry_after", exc.retry_after)
             return False
         except Exception as exc:
-            backoff = min(2.0 ** item.attempts, MAX_BACKOFF_SECONDS)
+            backoff = min(2.0**item.attempts, MAX_BACKOFF_SECONDS)
             await self._failed(item, type(exc).__name__, backoff)
             return False
         async with self.store.transaction() as tx:
             await tx.outbox_sent(item.id, message_id)
-        log.info("alert_delivered case=%s escalation=%s attempts=%s", item.case_ref,
-                 item.escalation_id, item.attempts + 1)
+        log.info(
+            "alert_delivered case=%s escalation=%s attempts=%s",
+            item.case_ref,
+            item.escalation_id,
+            item.attempts + 1,
+        )
         return True
 
     async def _failed(self, item: OutboxItem, error: str, retry_in: float) -> None:
-        log.warning("alert_delivery_failed case=%s escalation=%s error=%s retry_in=%.1f",
-                    item.case_ref, item.escalation_id, error, retry_in)
+        log.warning(
+            "alert_delivery_failed case=%s escalation=%s error=%s retry_in=%.1f",
+            item.case_ref,
+            item.escalation_id,
+            error,
+            retry_in,
+        )
         async with self.store.transaction() as tx:
             await tx.outbox_failed(item.id, error, retry_in)

@@ -1,4 +1,4 @@
-"""Rows the store hands out. Plain records: sealed blobs stay sealed until a staff key opens them."""
+"""Rows the store hands out. Sealed blobs stay sealed until a staff key opens them."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import ClassVar
 @dataclass(frozen=True)
 class CaseRow:
     COLUMNS: ClassVar[str] = (
-        "ref, reporter, audience, level, status, created_at, submitted_at, "
-        "reply_handle IS NOT NULL"
+        "ref, reporter, audience, level, status, created_at, submitted_at, reply_handle IS NOT NULL"
     )
     ref: str
     reporter: str

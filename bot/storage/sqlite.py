@@ -8,6 +8,7 @@ that caused them) happen in one `transaction()`, so a crash leaves all or nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -41,8 +42,9 @@ def _migrations() -> list[tuple[int, str]]:
 
 
 class SqliteStore:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = data_dir / DB_NAME
+        self.busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
         # One connection, one writer: transactions and reads take turns in this process.
         self._lock = asyncio.Lock()
@@ -58,7 +60,7 @@ class SqliteStore:
         finally:
             os.umask(old_umask)
         db = self._db
-        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA foreign_keys = ON")
         await db.execute("PRAGMA secure_delete = ON")
@@ -135,7 +137,9 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ reads
     async def load_draft(self, pseudonym: str) -> bytes | None:
-        rows = await self._fetch("SELECT sealed FROM conversations WHERE pseudonym = ?", (pseudonym,))
+        rows = await self._fetch(
+            "SELECT sealed FROM conversations WHERE pseudonym = ?", (pseudonym,)
+        )
         return bytes(rows[0][0]) if rows else None
 
     async def was_processed(self, update_id: int) -> bool:
@@ -236,7 +240,9 @@ class Tx:
         )
 
     async def raise_case_level(self, ref: str, level: str) -> None:
-        order = "CASE {col} WHEN 'immediate' THEN 3 WHEN 'high' THEN 2 WHEN 'routine' THEN 1 ELSE 0 END"
+        order = (
+            "CASE {col} WHEN 'immediate' THEN 3 WHEN 'high' THEN 2 WHEN 'routine' THEN 1 ELSE 0 END"
+        )
         await self._db.execute(
             f"UPDATE cases SET level = ? WHERE ref = ? AND {order.format(col='level')} < "
             f"{order.format(col='?')}",
@@ -244,9 +250,7 @@ class Tx:
         )
 
     async def mark_submitted(self, ref: str) -> None:
-        await self._db.execute(
-            "UPDATE cases SET submitted_at = ? WHERE ref = ?", (now_iso(), ref)
-        )
+        await self._db.execute("UPDATE cases SET submitted_at = ? WHERE ref = ?", (now_iso(), ref))
 
     async def add_record(self, ref: str, kind: str, sealed: bytes) -> int:
         cur = await self._db.execute(
@@ -274,8 +278,7 @@ class Tx:
 
     async def outbox_sent(self, outbox_id: int, message_id: int) -> None:
         await self._db.execute(
-            "UPDATE outbox SET sent_at = ?, message_id = ?, attempts = attempts + 1 "
-            "WHERE id = ?",
+            "UPDATE outbox SET sent_at = ?, message_id = ?, attempts = attempts + 1 WHERE id = ?",
             (now_iso(), message_id, outbox_id),
         )
 
@@ -299,7 +302,9 @@ class Tx:
         return cur.rowcount == 1
 
     async def forget_updates_before(self, cutoff_iso: str) -> None:
-        await self._db.execute("DELETE FROM processed_updates WHERE processed_at < ?", (cutoff_iso,))
+        await self._db.execute(
+            "DELETE FROM processed_updates WHERE processed_at < ?", (cutoff_iso,)
+        )
 
 
 def _split_sql(script: str) -> list[str]:
@@ -308,10 +313,8 @@ def _split_sql(script: str) -> list[str]:
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:
-    try:
+    with contextlib.suppress(sqlite3.Error):
         await db.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass
 
 
 def _storage_error(exc: sqlite3.Error) -> StorageError:

@@ -10,7 +10,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramRetryAfter
-from aiogram.types import ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
+from aiogram.types import ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.config import Settings
 from bot.errors import ConfigError
@@ -38,9 +38,13 @@ class TelegramStaffNotifier:
 
     async def post_alert(self, escalation: EscalationRow) -> int:
         markup = InlineKeyboardMarkup(
-            inline_keyboard=[[InlineKeyboardButton(
-                text=self.button_label, callback_data=AckAlert(e=escalation.id).pack()
-            )]]
+            inline_keyboard=[
+                [
+                    InlineKeyboardButton(
+                        text=self.button_label, callback_data=AckAlert(e=escalation.id).pack()
+                    )
+                ]
+            ]
         )
         try:
             message = await self.bot.send_message(
@@ -65,7 +69,7 @@ def build_bot(settings: Settings) -> Bot:
         session=session,
         default=DefaultBotProperties(
             parse_mode=ParseMode.HTML,
-            link_preview_options=LinkPreviewOptions(is_disabled=True),
+            link_preview_is_disabled=True,
         ),
     )
 
@@ -101,7 +105,9 @@ async def run_bot(settings: Settings) -> None:
 
     async with open_services(settings, on_alert=wake_worker) as services:
         notifier = TelegramStaffNotifier(
-            bot, settings.staff.chat_id, services.desk,
+            bot,
+            settings.staff.chat_id,
+            services.desk,
             services.content.wording.staff.acknowledge_button,
         )
         worker = OutboxWorker(services.store, notifier)

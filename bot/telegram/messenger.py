@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -94,7 +95,9 @@ class TelegramMessenger:
             log.warning("media_not_deleted error=%s", type(exc).__name__)
 
     async def clear(self, message_ids: Sequence[int]) -> None:
-        ids = sorted({*message_ids, *([self.inbound_message_id] if self.inbound_message_id else [])})
+        ids = sorted(
+            {*message_ids, *([self.inbound_message_id] if self.inbound_message_id else [])}
+        )
         for start in range(0, len(ids), DELETE_BATCH):
             batch = ids[start : start + DELETE_BATCH]
             try:
@@ -102,9 +105,7 @@ class TelegramMessenger:
             except TelegramBadRequest:
                 # Some are too old (48 h) or already gone: delete the rest one by one.
                 for message_id in batch:
-                    try:
+                    with contextlib.suppress(TelegramAPIError):
                         await self.bot.delete_message(self.chat_id, message_id)
-                    except TelegramAPIError:
-                        pass
             except TelegramAPIError as exc:
                 log.warning("clear_failed error=%s", type(exc).__name__)

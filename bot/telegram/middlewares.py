@@ -37,21 +37,28 @@ class RetryRequests(BaseRequestMiddleware):
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
         if isinstance(method, GetUpdates):
-            return await make_request(bot, method)
+            return await make_request(bot, method)  # type: ignore[arg-type]
         for attempt in range(1, self.attempts + 1):
             try:
                 return await make_request(bot, method)
             except TelegramRetryAfter as exc:
                 if attempt == self.attempts or exc.retry_after > self.max_wait:
                     raise
-                log.warning("telegram_throttled method=%s retry_after=%s",
-                            type(method).__name__, exc.retry_after)
+                log.warning(
+                    "telegram_throttled method=%s retry_after=%s",
+                    type(method).__name__,
+                    exc.retry_after,
+                )
                 await asyncio.sleep(exc.retry_after)
             except (TelegramServerError, TelegramNetworkError) as exc:
                 if attempt == self.attempts:
                     raise
-                log.warning("telegram_failed method=%s error=%s attempt=%s",
-                            type(method).__name__, type(exc).__name__, attempt)
+                log.warning(
+                    "telegram_failed method=%s error=%s attempt=%s",
+                    type(method).__name__,
+                    type(exc).__name__,
+                    attempt,
+                )
                 await asyncio.sleep(min(0.5 * 2**attempt, self.max_wait))
         raise AssertionError("unreachable")
 
@@ -77,8 +84,8 @@ class InFlight(BaseMiddleware):
             if task is not None:
                 self.tasks.discard(task)
 
-    async def drain(self, timeout: float) -> None:
+    async def drain(self, seconds: float) -> None:
         current = asyncio.current_task()
         pending = [t for t in self.tasks if t is not current]
         if pending:
-            await asyncio.wait(pending, timeout=timeout)
+            await asyncio.wait(pending, timeout=seconds)

@@ -247,10 +247,13 @@ def test_stale_and_forged_buttons_change_nothing(engine: Engine, content: Conten
     before = conv.draft.to_bytes()
     stale = Inbound("button", action=old.action, value=old.value, turn=old.turn)
     turn = engine.handle(conv.draft, stale, None)
-    assert any(content.wording.stale_button in t for t in [o.html for o in turn.outputs
-                                                           if isinstance(o, Reply)])
-    forged = Inbound("button", action="option", step="danger_now", value="yes",
-                     turn=conv.draft.turn)
+    assert any(
+        content.wording.stale_button in t
+        for t in [o.html for o in turn.outputs if isinstance(o, Reply)]
+    )
+    forged = Inbound(
+        "button", action="option", step="danger_now", value="yes", turn=conv.draft.turn
+    )
     turn = engine.handle(conv.draft, forged, None)
     assert not turn.events
     assert "danger_now" not in conv.draft.answers

@@ -33,17 +33,23 @@ async def _handle(
 
 
 @router.message(Command("start"))
-async def start(message: Message, event_update: Update, bot: Bot, service: ReportingService) -> None:
+async def start(
+    message: Message, event_update: Update, bot: Bot, service: ReportingService
+) -> None:
     await _handle(service, bot, message, event_update, Inbound("start"))
 
 
 @router.message(Command("help"))
-async def help_(message: Message, event_update: Update, bot: Bot, service: ReportingService) -> None:
+async def help_(
+    message: Message, event_update: Update, bot: Bot, service: ReportingService
+) -> None:
     await _handle(service, bot, message, event_update, Inbound("help"))
 
 
 @router.message(Command("exit", "leave", "stop"))
-async def exit_(message: Message, event_update: Update, bot: Bot, service: ReportingService) -> None:
+async def exit_(
+    message: Message, event_update: Update, bot: Bot, service: ReportingService
+) -> None:
     await _handle(service, bot, message, event_update, Inbound("exit"))
 
 
@@ -61,13 +67,15 @@ async def anything_else(
     A caption is words the reporter chose to send, so it is handled like typed text after the
     media itself has been removed.
     """
-    kind = message.content_type.value if message.content_type else "other"
+    kind = str(message.content_type or "other")
     inbound = Inbound("media", media_kind=kind, text=message.caption or "")
     await _handle(service, bot, message, event_update, inbound)
 
 
 @router.edited_message(F.text)
-async def edited(message: Message, event_update: Update, bot: Bot, service: ReportingService) -> None:
+async def edited(
+    message: Message, event_update: Update, bot: Bot, service: ReportingService
+) -> None:
     await _handle(service, bot, message, event_update, Inbound("edited", text=message.text or ""))
 
 

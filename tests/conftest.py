@@ -1,0 +1,40 @@
+"""Shared fixtures. No test may reach the internet: a guard refuses any non-loopback connect."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.crypto import create_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PASSPHRASE = "correct horse battery staple"
+# Tests use a cheap Argon2id so the suite stays fast; the defaults are tested in test_crypto.
+FAST_KDF: dict[str, int] = {"kdf_memory_kib": 8192, "kdf_iterations": 1}
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            if host not in ("127.0.0.1", "::1", "localhost"):
+                raise AssertionError(f"test tried to reach the network: {host}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    yield
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A data dir with staff keys and bot secrets, made with the test passphrase."""
+    path = tmp_path / "data"
+    create_keys(path, TEST_PASSPHRASE, **FAST_KDF)
+    return path

@@ -1,0 +1,229 @@
+"""The reporting service over a real SQLite store and real keys, without Telegram."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from bot.crypto import BotCrypto, StaffKey
+from bot.dialogue.content import Content
+from bot.dialogue.engine import Button, Inbound, Reply
+from bot.dialogue.service import Origin, ReportingService
+from bot.storage.sqlite import DB_NAME, SqliteStore
+from nlu.safety import SafetyRules
+from tests.conftest import ROOT, TEST_PASSPHRASE
+
+REPORTER = 7_123_456_789
+CANARY = "canary-Zq81-violet-umbrella"
+
+
+class CollectingMessenger:
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+        self.cleared: list[int] = []
+        self.removed = 0
+        self._id = 100
+
+    async def send(self, reply: Reply) -> list[int]:
+        self.replies.append(reply)
+        self._id += 1
+        return [self._id]
+
+    async def remove_inbound(self) -> None:
+        self.removed += 1
+
+    async def clear(self, message_ids: Sequence[int]) -> None:
+        self.cleared.extend(message_ids)
+
+    def buttons(self) -> list[Button]:
+        last = [r for r in self.replies if r.buttons][-1]
+        return [b for row in last.buttons for b in row]
+
+    def button(self, label: str) -> Inbound:
+        b = next(b for b in self.buttons() if b.label == label)
+        return Inbound("button", action=b.action, step=b.step, value=b.value, turn=b.turn)
+
+    def text(self) -> str:
+        return "\n".join(r.html for r in self.replies)
+
+
+@pytest.fixture
+async def store(data_dir: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore(data_dir, busy_timeout_ms=200) as s:
+        yield s
+
+
+@pytest.fixture
+def content() -> Content:
+    return Content.load(ROOT / "config", "en")
+
+
+@pytest.fixture
+def service(content: Content, store: SqliteStore, data_dir: Path) -> ReportingService:
+    return ReportingService(content, store, BotCrypto.load(data_dir), SafetyRules.load())
+
+
+class Reporter:
+    def __init__(self, service: ReportingService) -> None:
+        self.service = service
+        self.m = CollectingMessenger()
+        self.update_id = 0
+
+    async def do(self, inbound: Inbound, update_id: int | None = None) -> None:
+        self.update_id += 1
+        origin = Origin(REPORTER, update_id=update_id or self.update_id, reply_address=REPORTER)
+        await self.service.handle(origin, inbound, self.m)
+
+    async def say(self, text: str) -> None:
+        await self.do(Inbound("text", text=text))
+
+    async def press(self, label: str) -> None:
+        await self.do(self.m.button(label))
+
+
+async def full_report(r: Reporter, content: Content) -> str:
+    await r.do(Inbound("start"))
+    await r.press(content.wording.audiences["young_person"])
+    await r.say(f"{CANARY} keeps messaging me")
+    for _ in range(20):
+        labels = [b.label for b in r.m.buttons()]
+        if "✅ Send" in labels:
+            break
+        if "No" in labels:
+            await r.press("No")
+        elif "Yes, they can reply" in labels:
+            await r.press("Yes, they can reply")
+        elif "Skip" in labels:
+            await r.press("Skip")
+    await r.press("✅ Send")
+    case = (await r.service.store.list_cases())[-1]
+    return case.ref
+
+
+async def test_report_is_sealed_and_readable_only_with_the_staff_key(
+    service: ReportingService, content: Content, data_dir: Path
+) -> None:
+    r = Reporter(service)
+    ref = await full_report(r, content)
+    assert ref in r.m.text()
+    records = await service.store.records_for(ref)
+    assert [rec.kind for rec in records] == ["report"]
+    assert CANARY.encode() not in records[0].sealed
+    opened = json.loads(StaffKey.unlock(data_dir, TEST_PASSPHRASE).open_report(ref, records[0].sealed))
+    assert any(CANARY in (a.get("text") or "") for a in opened["answers"])
+    case = await service.store.get_case(ref)
+    assert case.can_reply and case.submitted_at is not None
+
+
+async def test_no_plaintext_or_telegram_id_anywhere_in_the_data_dir(
+    service: ReportingService, content: Content, data_dir: Path, store: SqliteStore
+) -> None:
+    r = Reporter(service)
+    await r.do(Inbound("start"))
+    await r.press(content.wording.audiences["young_person"])
+    await r.say(f"{CANARY} he is outside my house right now")  # alert + draft
+    await r.press("Skip")
+    await store.close()
+    await store.open()
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            assert CANARY.encode() not in blob, path
+            assert str(REPORTER).encode() not in blob, path
+
+
+async def test_duplicate_update_is_not_recorded_twice(
+    service: ReportingService, content: Content
+) -> None:
+    r = Reporter(service)
+    await r.do(Inbound("start"), update_id=1)
+    await r.do(r.m.button(content.wording.audiences["young_person"]), update_id=2)
+    await r.do(Inbound("text", text="first answer"), update_id=3)
+    replies_before = len(r.m.replies)
+    await r.do(Inbound("text", text="first answer"), update_id=3)
+    assert len(r.m.replies) == replies_before  # nothing said, nothing recorded
+
+
+async def test_a_restart_resumes_where_the_reporter_was(
+    content: Content, data_dir: Path
+) -> None:
+    async with SqliteStore(data_dir) as store:
+        first = ReportingService(content, store, BotCrypto.load(data_dir), SafetyRules.load())
+        r = Reporter(first)
+        await r.do(Inbound("start"))
+        await r.press(content.wording.audiences["worried_adult"])
+        await r.say("my neighbour's child")
+    async with SqliteStore(data_dir) as store:
+        second = ReportingService(content, store, BotCrypto.load(data_dir), SafetyRules.load())
+        r.service = second
+        r.m.replies.clear()
+        await r.do(Inbound("start"))
+        assert content.wording.questions["who_other"]["default"] in r.m.text()
+
+
+async def test_danger_phrase_writes_alert_and_outbox_before_replying(
+    service: ReportingService, content: Content, data_dir: Path
+) -> None:
+    r = Reporter(service)
+    await r.say("please help hes outside my house rn")
+    assert r.m.replies[0].html.count("999") >= 1  # signposting comes first
+    cases = await service.store.list_cases()
+    assert len(cases) == 1 and cases[0].level == "immediate"
+    due = await service.store.due_outbox()
+    assert len(due) == 1 and due[0].level == "immediate"
+    (alert,) = await service.store.records_for(cases[0].ref)
+    body = json.loads(StaffKey.unlock(data_dir, TEST_PASSPHRASE).open_report(cases[0].ref, alert.sealed))
+    assert body["trigger"] == "please help hes outside my house rn"
+
+
+async def test_quick_exit_erases_the_draft(
+    service: ReportingService, content: Content
+) -> None:
+    r = Reporter(service)
+    await r.do(Inbound("start"))
+    await r.press(content.wording.audiences["young_person"])
+    await r.say("something private")
+    await r.do(Inbound("exit"))
+    pseudonym = service.crypto.pseudonym_for(REPORTER)
+    assert await service.store.load_draft(pseudonym) is None
+    assert len(r.m.cleared) >= 3  # the bot's messages and the reporter's
+
+
+async def test_locked_database_gets_a_clear_answer_and_loses_nothing_saved(
+    service: ReportingService, content: Content, data_dir: Path
+) -> None:
+    r = Reporter(service)
+    await r.do(Inbound("start"))
+    await r.press(content.wording.audiences["young_person"])
+    blocker = sqlite3.connect(data_dir / DB_NAME)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        r.m.replies.clear()
+        await r.say("he is outside now")
+        assert "try again" in r.m.text() and "999" in r.m.text()
+    finally:
+        blocker.rollback()
+        blocker.close()
+    await r.say("he is outside now")  # the reporter tries again: it lands
+    cases = await service.store.list_cases()
+    assert cases and cases[0].level == "immediate"
+
+
+async def test_two_messages_at_once_do_not_race(
+    service: ReportingService, content: Content
+) -> None:
+    r = Reporter(service)
+    await r.do(Inbound("start"))
+    await r.press(content.wording.audiences["young_person"])
+    await asyncio.gather(
+        r.do(Inbound("text", text="one"), update_id=50),
+        r.do(Inbound("text", text="two"), update_id=51),
+    )
+    pseudonym = service.crypto.pseudonym_for(REPORTER)
+    sealed = await service.store.load_draft(pseudonym)
+    assert sealed is not None
