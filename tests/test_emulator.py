@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiogram import Bot, Dispatcher, F
+from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
@@ -142,6 +143,25 @@ async def test_form_values_are_decoded_by_declared_type(emulator: BotApiEmulator
     assert emulator.violations == []
 
 
+async def test_legacy_parameters_sent_by_aiogram_defaults_are_accepted(
+    emulator: BotApiEmulator,
+) -> None:
+    """aiogram adds ``disable_web_page_preview`` (gone from the docs, still accepted by
+    Telegram) when link previews are disabled by default, as this project's bot does."""
+    emulator.user(ALICE, "Alice")
+    session = AiohttpSession(api=TelegramAPIServer.from_base(emulator.base_url))
+    defaults = DefaultBotProperties(parse_mode="HTML", link_preview_is_disabled=True)
+    async with Bot(emulator.token, session=session, default=defaults) as bot:
+        sent = await bot.send_message(ALICE, "<b>See</b> https://example.org")
+        assert sent.link_preview_options and sent.link_preview_options.is_disabled
+        await bot.edit_message_text("<i>Seen</i>", chat_id=ALICE, message_id=sent.message_id)
+    assert emulator.violations == []
+    assert emulator.legacy_params == [
+        ("sendMessage", "disable_web_page_preview"),
+        ("editMessageText", "disable_web_page_preview"),
+    ]
+
+
 # ------------------------------------------------------------------ sendMessage rules
 
 
@@ -194,6 +214,12 @@ async def test_bad_html_is_rejected(emulator: BotApiEmulator, bot: Bot) -> None:
     assert sent.text == "Tom & Jerry"
     # Without parse_mode the same characters are plain text.
     assert (await bot.send_message(ALICE, "a < b & <b>")).text == "a < b & <b>"
+    # Explicit entities win over parse_mode: the text is not parsed as HTML then.
+    bold = [{"type": "bold", "offset": 0, "length": 3}]
+    status, body = await raw_call(
+        emulator, "sendMessage", chat_id=ALICE, text="a<b", parse_mode="HTML", entities=bold
+    )
+    assert (status, body["result"]["text"]) == (200, "a<b")
 
 
 @pytest.mark.parametrize(
@@ -285,6 +311,17 @@ async def test_get_updates_long_polls_for_user_text(emulator: BotApiEmulator, bo
     assert await bot.get_updates(offset=updates[0].update_id + 1, timeout=0) == []
     assert emulator.pending_updates == 0
     assert emulator.confirmed_offset == updates[0].update_id + 1
+
+
+async def test_user_texts_are_what_clients_can_send(emulator: BotApiEmulator) -> None:
+    alice = emulator.user(ALICE, "Alice")
+    assert (await alice.send_text("  hello \n"))["text"] == "hello"
+    with pytest.raises(AssertionError, match="empty"):
+        await alice.send_text(" \n ")
+    with pytest.raises(AssertionError, match="split"):
+        await alice.send_text("x" * 4097)
+    replied = await alice.send_text("about that", reply_to=1)
+    assert replied["reply_to_message"]["text"] == "hello"
 
 
 async def test_allowed_updates_and_duplicates(emulator: BotApiEmulator, bot: Bot) -> None:

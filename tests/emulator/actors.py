@@ -11,8 +11,8 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .html import utf16_len
-from .server import BOT_COMMAND_RE, ChatState, JsonDict, iter_buttons, wire
+from .html import trim_text, utf16_len
+from .server import BOT_COMMAND_RE, TEXT_LIMIT, ChatState, JsonDict, iter_buttons, wire
 
 if TYPE_CHECKING:
     from .server import BotApiEmulator
@@ -96,7 +96,7 @@ class _SimChat:
         self,
         contains: str | None = None,
         count: int = 1,
-        timeout: float = 5.0,  # noqa: ASYNC109 - test helper API, not an I/O timeout
+        timeout: float = 5.0,
         *,
         after: int | None = None,
     ) -> JsonDict:
@@ -127,7 +127,7 @@ class _SimChat:
         self,
         message_id: int,
         contains: str | None = None,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> JsonDict:
         """Wait until the bot edits message ``message_id`` after the latest simulated action."""
         baseline = self.state.action_seq
@@ -143,7 +143,7 @@ class _SimChat:
         found = await self._wait(edited, timeout, f"an edit of message {message_id}")
         return copy.deepcopy(found)
 
-    async def _wait(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:  # noqa: ASYNC109
+    async def _wait(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         try:
             return await self.emulator.wait_for(predicate, timeout, f"{what} in {self}")
         except AssertionError as error:
@@ -335,7 +335,7 @@ class SimUser(_SimChat):
         """Send a callback query with arbitrary data, as a modified client could."""
         return self.emulator.issue_callback_query(self.state, self.user, message_id, raw_data)
 
-    async def wait_for_answer(self, query: JsonDict, timeout: float = 5.0) -> JsonDict:  # noqa: ASYNC109
+    async def wait_for_answer(self, query: JsonDict, timeout: float = 5.0) -> JsonDict:
         """Wait for the bot's answerCallbackQuery to ``query``; return its parameters."""
         query_id = query["id"]
         answer = await self._wait(
@@ -426,9 +426,21 @@ class SimGroup(_SimChat):
 
 
 def _text_content(text: str, entities: list[JsonDict] | None) -> JsonDict:
-    """A text message body with the entities Telegram's clients would attach."""
+    """A text message body as Telegram stores it: trimmed, with a bot_command entity.
+
+    Clients cannot send empty or over-long texts (they split them), so a test trying to is
+    told so instead of producing an update Telegram would never deliver.
+    """
+    trimmed = trim_text(text, [dict(e) for e in entities or []])
+    text, found = trimmed.text, trimmed.entities
+    if not text:
+        raise AssertionError("Telegram clients cannot send an empty (or whitespace) message")
+    if utf16_len(text) > TEXT_LIMIT:
+        raise AssertionError(
+            f"a text of {utf16_len(text)} UTF-16 units is over Telegram's {TEXT_LIMIT}: "
+            "clients split it into several messages"
+        )
     content: JsonDict = {"text": text}
-    found = [dict(e) for e in entities or []]
     command = BOT_COMMAND_RE.match(text)
     if command and not any(e.get("type") == "bot_command" and e.get("offset") == 0 for e in found):
         found.insert(0, {"type": "bot_command", "offset": 0, "length": utf16_len(command.group(0))})

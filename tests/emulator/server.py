@@ -387,6 +387,8 @@ class BotApiEmulator:
         #: Callback queries issued to the bot, by id, and the bot's answers to them.
         self.callback_queries: dict[str, JsonDict] = {}
         self.callback_answers: dict[str, JsonDict] = {}
+        #: (method, parameter) of legacy parameters the bot used (see LEGACY_PARAMETERS).
+        self.legacy_params: list[tuple[str, str]] = []
         #: setMyCommands state, keyed by (scope as JSON, language_code).
         self.commands: dict[tuple[str, str], list[JsonDict]] = {}
         self.webhook_url = ""
@@ -666,7 +668,7 @@ class BotApiEmulator:
     @property
     def errors(self) -> list[RecordedRequest]:
         """Requests that got an error answer (including injected faults)."""
-        return [r for r in self.requests if r.status is not None and r.status != 200]
+        return [r for r in self.requests if r.status not in (None, 200, 499)]
 
     @property
     def unimplemented_calls(self) -> list[RecordedRequest]:
@@ -687,7 +689,7 @@ class BotApiEmulator:
     async def wait_for(
         self,
         predicate: Callable[[], T],
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
         description: str | None = None,
     ) -> T:
         """Wait until ``predicate()`` is truthy and return its value.
@@ -716,7 +718,7 @@ class BotApiEmulator:
         self,
         method: str,
         predicate: Callable[[RecordedRequest], bool] | None = None,
-        timeout: float = 5.0,  # noqa: ASYNC109 - test helper API, not an I/O timeout
+        timeout: float = 5.0,
         *,
         since: int = 0,
     ) -> RecordedRequest:
@@ -971,6 +973,9 @@ class BotApiEmulator:
             for problem in problems:
                 self._add_violation(record.method, problem.description, record.params, "spec")
             raise TelegramError(problems[0].status, f"Bad Request: {problems[0].description}")
+        for name in record.params:
+            if name not in method.fields:
+                self.legacy_params.append((method.name, name))
         method_lower = method.name.lower()
         self._apply_fault(record, method_lower)
         self._check_rate_limit(method_lower, record.params)
@@ -1145,6 +1150,9 @@ class BotApiEmulator:
     ) -> tuple[str, list[JsonDict]]:
         """Apply parse_mode, trimming and the length limit exactly as Telegram would."""
         mode = str(parse_mode).lower() if parse_mode else ""
+        if entities:
+            # Explicit entities win: Telegram does not parse the text then.
+            mode = ""
         if mode == "html":
             try:
                 parsed = parse_html(text, strict_ampersand=self.strict_html_ampersand)
@@ -1201,6 +1209,11 @@ class BotApiEmulator:
             else:
                 options["reply_keyboard"] = copy.deepcopy(markup)
         reply = params.get("reply_parameters")
+        if reply is None and params.get("reply_to_message_id") is not None:  # legacy form
+            reply = {
+                "message_id": params["reply_to_message_id"],
+                "allow_sending_without_reply": params.get("allow_sending_without_reply", False),
+            }
         if reply is not None:
             source = state
             if reply.get("chat_id") is not None:
@@ -1435,8 +1448,9 @@ class BotApiEmulator:
         content: JsonDict = {"text": text, "raw_text": params["text"]}
         if entities:
             content["entities"] = entities
-        if params.get("link_preview_options") is not None:
-            content["link_preview_options"] = copy.deepcopy(params["link_preview_options"])
+        preview = _link_preview_options(params)
+        if preview is not None:
+            content["link_preview_options"] = preview
         return self._store_bot_message(state, content, options)
 
     def _caption_content(self, params: Mapping[str, Any]) -> JsonDict:
@@ -1544,8 +1558,9 @@ class BotApiEmulator:
             what="text",
         )
         changes: JsonDict = {"text": text, "entities": entities or None}
-        if params.get("link_preview_options") is not None:
-            changes["link_preview_options"] = copy.deepcopy(params["link_preview_options"])
+        preview = _link_preview_options(params)
+        if preview is not None:
+            changes["link_preview_options"] = preview
         result = self._apply_edit(state, message, changes, params)
         message["raw_text"] = params["text"]
         message["parse_mode"] = params.get("parse_mode")
@@ -1708,6 +1723,15 @@ def _reply_copy(message: Mapping[str, Any]) -> JsonDict:
     copied = wire(message)
     copied.pop("reply_to_message", None)
     return copied
+
+
+def _link_preview_options(params: Mapping[str, Any]) -> JsonDict | None:
+    """``link_preview_options``, or its legacy spelling ``disable_web_page_preview``."""
+    if params.get("link_preview_options") is not None:
+        return dict(copy.deepcopy(params["link_preview_options"]))
+    if params.get("disable_web_page_preview"):
+        return {"is_disabled": True}
+    return None
 
 
 def _is_outgoing_message(method_lower: str) -> bool:

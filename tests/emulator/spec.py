@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_SPEC_PATH",
+    "LEGACY_PARAMETERS",
     "BotApiSpec",
     "FieldSpec",
     "MethodSpec",
@@ -27,6 +28,18 @@ __all__ = [
 ]
 
 DEFAULT_SPEC_PATH = Path(__file__).with_name("bot-api-spec.json")
+
+#: Parameters that left the documentation but that Telegram still accepts, keyed by name:
+#: (the current field that replaced them, their type).  They apply to every method that has
+#: the replacement field.  aiogram itself still sends ``disable_web_page_preview`` whenever
+#: ``DefaultBotProperties(link_preview_is_disabled=...)`` is set, so rejecting these would
+#: reject correct bots; the emulator accepts them and lists them in ``legacy_params``.
+LEGACY_PARAMETERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "disable_web_page_preview": ("link_preview_options", ("Boolean",)),  # Bot API 7.0
+    "reply_to_message_id": ("reply_parameters", ("Integer",)),  # Bot API 7.0
+    "allow_sending_without_reply": ("reply_parameters", ("Boolean",)),  # Bot API 7.0
+    "thumb": ("thumbnail", ("InputFile", "String")),  # Bot API 6.6
+}
 
 _ARRAY_PREFIX = "Array of "
 _SCALARS = frozenset({"String", "Integer", "Float", "Boolean"})
@@ -124,7 +137,7 @@ class BotApiSpec:
         """
         if not isinstance(value, str):
             return value
-        spec = method.fields.get(name) if method else None
+        spec = (method.fields.get(name) or self.legacy_field(method, name)) if method else None
         if spec is not None and spec.keeps_raw_string:
             return value
         return decode_json_value(value)
@@ -138,7 +151,7 @@ class BotApiSpec:
             if spec.required and params.get(spec.name) is None:
                 problems.append(SpecProblem(spec.name, f"{spec.name} is required"))
         for name, value in params.items():
-            field = method.fields.get(name)
+            field = method.fields.get(name) or self.legacy_field(method, name)
             if field is None:
                 problems.append(
                     SpecProblem(
@@ -154,18 +167,32 @@ class BotApiSpec:
                 problems.append(SpecProblem(name, issue))
         return problems
 
+    def legacy_field(self, method: MethodSpec, name: str) -> FieldSpec | None:
+        """The spec of a legacy parameter Telegram still accepts for ``method``, if it is one."""
+        legacy = LEGACY_PARAMETERS.get(name)
+        if legacy is None or legacy[0] not in method.fields:
+            return None
+        return FieldSpec(name, legacy[1], required=False)
+
     def check_value(self, value: Any, types: Sequence[str], path: str) -> list[str]:
-        """Problems of ``value`` against a union of type expressions (empty if one matches)."""
-        best: list[str] | None = None
+        """Problems of ``value`` against a union of type expressions (empty if one matches).
+
+        If the value has the wrong shape for every member of the union, one combined message
+        is returned; otherwise the problems of the closest member (e.g. a keyboard button
+        with a misspelt field), which is what a developer needs to see.
+        """
+        candidates: list[list[str]] = []
         for type_expr in types:
             issues = self._check_one(value, type_expr, path)
             if not issues:
                 return []
-            if best is None or len(issues) < len(best):
-                best = issues
-        if len(types) > 1 and best is not None and any("expected" in b for b in best):
+            candidates.append(issues)
+        shape_only = all(
+            len(issues) == 1 and issues[0].startswith(f"{path}: expected") for issues in candidates
+        )
+        if len(types) > 1 and shape_only:
             return [f"{path}: expected {' or '.join(types)}, got {_describe(value)}"]
-        return best or []
+        return min(candidates, key=len) if candidates else []
 
     def check_object(self, type_name: str, obj: Any, path: str = "") -> list[str]:
         """Problems of a JSON object against a spec type; used for requests and responses."""
