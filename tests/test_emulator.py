@@ -26,6 +26,7 @@ from aiogram.exceptions import (
 )
 from aiogram.filters import CommandStart
 from aiogram.types import (
+    BotCommand,
     BufferedInputFile,
     CallbackQuery,
     InlineKeyboardButton,
@@ -536,6 +537,60 @@ async def test_groups(emulator: BotApiEmulator, bot: Bot) -> None:
     assert group.bot_left
     with pytest.raises(TelegramForbiddenError, match="bot is not a member"):
         await bot.send_message(group.chat_id, "still here?")
+
+
+async def test_group_privacy_mode(emulator: BotApiEmulator, bot: Bot) -> None:
+    """Like BotFather's default: commands, replies to the bot, mentions and service messages."""
+    alice = emulator.user(ALICE, "Alice")
+    group = emulator.group(-100777, "Team", type="group")
+    await emulator.add_bot_to_group(group, alice)
+    ours = await bot.send_message(group.chat_id, "Hi team")
+    await group.send_text(alice, "chatter")
+    await group.send_text(alice, "/cmd@some_other_bot")
+    await group.send_text(alice, "reply to bot", reply_to=ours.message_id)
+    await group.send_text(alice, f"hey @{emulator.bot_username}")
+    updates = await bot.get_updates(timeout=0)
+    texts = [u.message.text for u in updates if u.message and u.message.text]
+    assert texts == ["reply to bot", f"hey @{emulator.bot_username}"]
+    assert [m["text"] for m in group.history() if "text" in m][:3] == [
+        "Hi team",
+        "chatter",
+        "/cmd@some_other_bot",
+    ]
+
+
+async def test_other_methods(emulator: BotApiEmulator, bot: Bot) -> None:
+    alice = emulator.user(ALICE, "Alice", username="alice")
+    chat = await bot.get_chat(ALICE)
+    assert chat.id == ALICE and chat.username == "alice"
+    assert_spec_shape(emulator, "ChatFullInfo", emulator.requests[-1].result)
+    member = await bot.get_chat_member(ALICE, ALICE)
+    assert member.status == "member"
+
+    await bot.set_my_commands([BotCommand(command="start", description="Begin")])
+    assert [c.command for c in await bot.get_my_commands()] == ["start"]
+    with pytest.raises(TelegramBadRequest, match="BOT_COMMAND_INVALID"):
+        await bot.set_my_commands([BotCommand(command="Bad-Name", description="x")])
+    assert await bot.delete_my_commands()
+    assert await bot.get_my_commands() == []
+
+    assert await bot.send_chat_action(ALICE, "typing")
+    assert await bot.delete_webhook(drop_pending_updates=True)
+    since = len(emulator.requests)
+    assert await bot.set_my_description("A safe place to report")  # not modelled: true
+    request = await emulator.wait_for_request("setMyDescription", since=since)
+    assert request.params == {"description": "A safe place to report"}
+    assert emulator.unimplemented_calls == [request]
+
+    emulator.set_result("getUserProfilePhotos", {"total_count": 0, "photos": []})
+    photos = await bot.get_user_profile_photos(ALICE)
+    assert photos.total_count == 0
+    copied = await bot.copy_message(ALICE, ALICE, (await alice.send_text("x"))["message_id"])
+    assert alice.message(copied.message_id) is not None
+    assert await bot.close() and await bot.log_out()
+    assert [str(v) for v in emulator.violations] == [
+        "[limit] setMyCommands: Bad Request: BOT_COMMAND_INVALID"
+    ]
 
 
 # ------------------------------------------------------------------ helpers for e2e tests

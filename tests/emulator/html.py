@@ -305,15 +305,11 @@ def _close_tag(
     entity: dict[str, Any] = {"offset": tag.utf16_start, "length": length}
     name = tag.name
     if name in _SIMPLE_ENTITY_TYPES:
-        language = tag.attrs.get("class", "")
-        if (
-            name == "code"
-            and language.startswith("language-")
-            and stack
-            and stack[-1].name == "pre"
-        ):
-            # <pre><code class="language-x"> is one "pre" entity with a language.
-            stack[-1].language = language.removeprefix("language-")
+        if name == "code" and stack and stack[-1].name == "pre":
+            # <pre><code class="language-x"> is one "pre" entity (with a language).
+            language = tag.attrs.get("class", "")
+            if language.startswith("language-"):
+                stack[-1].language = language.removeprefix("language-")
             return
         entity["type"] = _SIMPLE_ENTITY_TYPES[name]
     elif name == "pre":

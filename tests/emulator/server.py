@@ -25,6 +25,7 @@ import json
 import math
 import re
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -389,6 +390,8 @@ class BotApiEmulator:
         self.callback_answers: dict[str, JsonDict] = {}
         #: (method, parameter) of legacy parameters the bot used (see LEGACY_PARAMETERS).
         self.legacy_params: list[tuple[str, str]] = []
+        #: Tracebacks of exceptions inside the emulator (also reported as violations).
+        self.internal_errors: list[str] = []
         #: setMyCommands state, keyed by (scope as JSON, language_code).
         self.commands: dict[tuple[str, str], list[JsonDict]] = {}
         self.webhook_url = ""
@@ -485,7 +488,7 @@ class BotApiEmulator:
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
-        traceback: TracebackType | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.stop()
 
@@ -819,7 +822,7 @@ class BotApiEmulator:
             query["message"] = {"chat": dict(state.chat), "message_id": message_id, "date": 0}
         self.callback_queries[query_id] = query
         state.action_seq = self.next_seq()
-        state.action_message_id = max(state.messages, default=0)
+        state.action_message_id = state.next_message_id - 1
         self.enqueue_update("callback_query", query)
         return copy.deepcopy(query)
 
@@ -913,6 +916,11 @@ class BotApiEmulator:
         except asyncio.CancelledError:
             record.status = 499  # the client went away (bot stopped mid long poll)
             raise
+        except Exception as error:  # a bug in the emulator must fail the test loudly
+            description = f"Internal Server Error: emulator bug: {error!r}"
+            self.internal_errors.append(traceback.format_exc())
+            self._add_violation(record.method, description, record.params, "emulator")
+            body, status = TelegramError(500, description).body(), 500
         record.status, record.response = status, body
         self._notify_activity()
         return _json_response(body, status)
