@@ -708,7 +708,8 @@ class BotApiEmulator:
                 return value
             remaining = deadline - loop.time()
             if remaining <= 0:
-                what = description or getattr(predicate, "__name__", "condition")
+                name = getattr(predicate, "__name__", "<lambda>")
+                what = description or ("the condition" if name == "<lambda>" else name)
                 raise AssertionError(
                     f"timed out after {timeout}s waiting for {what}\n"
                     f"last requests:\n{self.dump_requests()}"
