@@ -48,8 +48,14 @@ class BotProcess:
         since = len(self.emulator.requests)
         log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run",
-            cwd=self.workdir, env=self.env(), stdout=log, stderr=log,
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            cwd=self.workdir,
+            env=self.env(),
+            stdout=log,
+            stderr=log,
         )
         log.close()
         try:

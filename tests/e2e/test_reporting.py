@@ -85,7 +85,7 @@ async def test_help_gives_the_numbers_and_says_what_is_not_anonymous(
 ) -> None:
     user = emulator.user(2002, "Bo")
     await user.send_text("/help")
-    text = message_text(await user.wait_for_bot_message(contains="Childline"))
+    text = message_text(await user.wait_for_bot_message(contains="What is not hidden"))
     assert "999" in text and "0800 1111" in text and "0808 800 5000" in text
     assert "Telegram knows who uses this chat" in text
 
@@ -97,17 +97,16 @@ async def test_danger_phrase_alerts_staff_who_acknowledge_it(
     await begin(user, "young_person")
     await user.wait_for_bot_message(contains="What is happening")
     started = asyncio.get_running_loop().time()
-    await user.send_text("hes outside my house rn and wont go away")
+    sent = await user.send_text("hes outside my house rn and wont go away")
     alert = await staff_chat.wait_for_bot_message(contains="IMMEDIATE", timeout=5)
     elapsed = asyncio.get_running_loop().time() - started
     assert elapsed < 1.0, f"alert took {elapsed:.2f}s"
-    first_reply = message_text(user.bot_messages()[-3])
-    assert "999" in first_reply  # signposting before anything else
+    await user.wait_for_bot_message(contains="Who is this happening to?")
+    replies = [m for m in user.bot_messages() if m["message_id"] > sent["message_id"]]
+    assert "call 999" in message_text(replies[0])  # signposting before anything else
     ref = REF.search(message_text(alert))
     assert ref is not None
     assert ref.group(0) in message_text(await user.wait_for_bot_message(contains=ref.group(0)))
-    # The report carries on: the next question follows.
-    await user.wait_for_bot_message(contains="Who is this happening to?")
     # Nothing identifying in the staff message.
     for needle in ("2003", "Cy", "outside my house"):
         assert needle not in message_text(alert)
@@ -169,18 +168,20 @@ async def test_restart_mid_conversation_loses_nothing(
     assert REF.fullmatch(ref)
 
 
-async def test_duplicate_update_is_answered_once(
-    emulator: BotApiEmulator, bot: BotProcess
-) -> None:
+async def test_duplicate_update_is_answered_once(emulator: BotApiEmulator, bot: BotProcess) -> None:
     user = emulator.user(2007, "Gus")
     await begin(user, "young_person")
     await user.wait_for_bot_message(contains="What is happening")
     sent = await user.send_text("someone online keeps asking for pics")
     await user.wait_for_bot_message(contains="Who is this happening to?")
     count = len(user.bot_messages())
-    update_id = max(u for u, upd in emulator.updates.items() if "message" in upd
-                    and upd["message"]["message_id"] == sent["message_id"]
-                    and upd["message"]["chat"]["id"] == user.id)
+    update_id = max(
+        u
+        for u, upd in emulator.updates.items()
+        if "message" in upd
+        and upd["message"]["message_id"] == sent["message_id"]
+        and upd["message"]["chat"]["id"] == user.id
+    )
     emulator.duplicate_update(update_id)
     await emulator.wait_for(lambda: emulator.pending_updates == 0, timeout=5)
     await asyncio.sleep(0.5)
@@ -251,9 +252,7 @@ async def test_forged_callback_data_changes_nothing(
     await user.wait_for_bot_message(contains="Who is this happening to?")
 
 
-async def test_unknown_group_is_left(
-    emulator: BotApiEmulator, bot: BotProcess
-) -> None:
+async def test_unknown_group_is_left(emulator: BotApiEmulator, bot: BotProcess) -> None:
     group = emulator.group(-1002000000002, "Random group")
     await emulator.add_bot_to_group(group, emulator.user(3001, "Nat"))
     await emulator.wait_for(lambda: group.bot_left, timeout=5)
@@ -355,7 +354,7 @@ async def test_no_plaintext_or_ids_in_data_dir_or_logs(
     await answer_everything(
         user,
         {
-            "What did you see": f"{canaries[0]} he's outside with her right now",
+            "What did you see": f"{canaries[0]} a girl about 13 is in a car with two older men right now",
             "Where did it happen": canaries[1],
             "registration": canaries[2],
         },
@@ -374,4 +373,3 @@ async def test_no_plaintext_or_ids_in_data_dir_or_logs(
         for needle in needles:
             assert needle not in message_text(message)
     await bot.start()  # the fixture stops it again
-

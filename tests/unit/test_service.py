@@ -114,7 +114,9 @@ async def test_report_is_sealed_and_readable_only_with_the_staff_key(
     records = await service.store.records_for(ref)
     assert [rec.kind for rec in records] == ["report"]
     assert CANARY.encode() not in records[0].sealed
-    opened = json.loads(StaffKey.unlock(data_dir, TEST_PASSPHRASE).open_report(ref, records[0].sealed))
+    opened = json.loads(
+        StaffKey.unlock(data_dir, TEST_PASSPHRASE).open_report(ref, records[0].sealed)
+    )
     assert any(CANARY in (a.get("text") or "") for a in opened["answers"])
     case = await service.store.get_case(ref)
     assert case.can_reply and case.submitted_at is not None
@@ -149,9 +151,7 @@ async def test_duplicate_update_is_not_recorded_twice(
     assert len(r.m.replies) == replies_before  # nothing said, nothing recorded
 
 
-async def test_a_restart_resumes_where_the_reporter_was(
-    content: Content, data_dir: Path
-) -> None:
+async def test_a_restart_resumes_where_the_reporter_was(content: Content, data_dir: Path) -> None:
     async with SqliteStore(data_dir) as store:
         first = ReportingService(content, store, BotCrypto.load(data_dir), SafetyRules.load())
         r = Reporter(first)
@@ -177,13 +177,13 @@ async def test_danger_phrase_writes_alert_and_outbox_before_replying(
     due = await service.store.due_outbox()
     assert len(due) == 1 and due[0].level == "immediate"
     (alert,) = await service.store.records_for(cases[0].ref)
-    body = json.loads(StaffKey.unlock(data_dir, TEST_PASSPHRASE).open_report(cases[0].ref, alert.sealed))
+    body = json.loads(
+        StaffKey.unlock(data_dir, TEST_PASSPHRASE).open_report(cases[0].ref, alert.sealed)
+    )
     assert body["trigger"] == "please help hes outside my house rn"
 
 
-async def test_quick_exit_erases_the_draft(
-    service: ReportingService, content: Content
-) -> None:
+async def test_quick_exit_erases_the_draft(service: ReportingService, content: Content) -> None:
     r = Reporter(service)
     await r.do(Inbound("start"))
     await r.press(content.wording.audiences["young_person"])
@@ -204,12 +204,12 @@ async def test_locked_database_gets_a_clear_answer_and_loses_nothing_saved(
     blocker.execute("BEGIN EXCLUSIVE")
     try:
         r.m.replies.clear()
-        await r.say("he is outside now")
+        await r.say("he is outside my house now")
         assert "try again" in r.m.text() and "999" in r.m.text()
     finally:
         blocker.rollback()
         blocker.close()
-    await r.say("he is outside now")  # the reporter tries again: it lands
+    await r.say("he is outside my house now")  # the reporter tries again: it lands
     cases = await service.store.list_cases()
     assert cases and cases[0].level == "immediate"
 

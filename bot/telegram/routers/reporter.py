@@ -67,7 +67,8 @@ async def anything_else(
     A caption is words the reporter chose to send, so it is handled like typed text after the
     media itself has been removed.
     """
-    kind = str(message.content_type or "other")
+    # aiogram's ContentType is a str-valued Enum; its value is Telegram's field name ("photo").
+    kind = str(getattr(message.content_type, "value", message.content_type) or "other")
     inbound = Inbound("media", media_kind=kind, text=message.caption or "")
     await _handle(service, bot, message, event_update, inbound)
 
