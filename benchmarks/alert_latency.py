@@ -71,13 +71,19 @@ async def main(reporters: int) -> None:
                 burst_ms = (time.perf_counter() - started) * 1000
                 alerts = [message_text(m) for m in staff.bot_messages()]
                 print(f"reporters: {reporters}")
-                print(f"reply to /start (one at a time): p50 {statistics.median(reply_ms):.1f} ms,"
-                      f" p99 {percentile(reply_ms, 0.99):.1f} ms")
-                print(f"danger message -> staff alert (one at a time): "
-                      f"p50 {statistics.median(alert_ms):.1f} ms, "
-                      f"p99 {percentile(alert_ms, 0.99):.1f} ms")
-                print(f"burst of {reporters} danger messages at once: all alerted in "
-                      f"{burst_ms:.0f} ms")
+                print(
+                    f"reply to /start (one at a time): p50 {statistics.median(reply_ms):.1f} ms,"
+                    f" p99 {percentile(reply_ms, 0.99):.1f} ms"
+                )
+                print(
+                    f"danger message -> staff alert (one at a time): "
+                    f"p50 {statistics.median(alert_ms):.1f} ms, "
+                    f"p99 {percentile(alert_ms, 0.99):.1f} ms"
+                )
+                print(
+                    f"burst of {reporters} danger messages at once: all alerted in "
+                    f"{burst_ms:.0f} ms"
+                )
                 print(f"alerts posted: {len(alerts)} for {2 * reporters} danger messages")
             finally:
                 await bot.stop()

@@ -192,6 +192,15 @@ def reports_list(
         )
 
 
+def _shown_answer(answer: dict[str, Any]) -> str:
+    label, text = answer.get("choice_label"), answer.get("text")
+    if label and text and label.casefold() != text.casefold():
+        return f"{label} (typed: {text})"
+    if label or text:
+        return str(label or text)
+    return "(skipped)" if answer.get("skipped") else "(not answered yet)"
+
+
 @reports_app.command("show")
 def reports_show(
     ctx: typer.Context,
@@ -227,12 +236,7 @@ def reports_show(
         for line in content.get("first_messages", []):
             typer.echo(f"First message: {line}")
         for answer in content.get("answers", []):
-            value = (
-                answer.get("text")
-                or answer.get("choice_label")
-                or ("(skipped)" if answer.get("skipped") else "(not answered yet)")
-            )
-            typer.echo(f"{answer['label']}: {value}")
+            typer.echo(f"{answer['label']}: {_shown_answer(answer)}")
         for line in content.get("changed_messages", []):
             typer.echo(f"Changed message: {line}")
         if record["kind"] == "followup":
