@@ -354,7 +354,7 @@ async def test_no_plaintext_or_ids_in_data_dir_or_logs(
     await answer_everything(
         user,
         {
-            "What did you see": f"{canaries[0]} a girl about 13 is in a car with two older men right now",
+            "What did you see": f"{canaries[0]} a girl of 13 is in a car with older men right now",
             "Where did it happen": canaries[1],
             "registration": canaries[2],
         },

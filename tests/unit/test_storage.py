@@ -17,9 +17,8 @@ async def test_database_runs_with_wal_foreign_keys_and_secure_delete(tmp_path: P
 
 
 async def test_migrations_apply_once_and_reopen_cleanly(tmp_path: Path) -> None:
-    async with SqliteStore(tmp_path) as store:
-        async with store.transaction() as tx:
-            await tx.ensure_case("AAAA-BBBB-CCCC", "pseudonym", "young_person")
+    async with SqliteStore(tmp_path) as store, store.transaction() as tx:
+        await tx.ensure_case("AAAA-BBBB-CCCC", "pseudonym", "young_person")
     async with SqliteStore(tmp_path) as store:
         case = await store.get_case("AAAA-BBBB-CCCC")
         assert case.audience == "young_person" and case.level == "routine"
