@@ -37,7 +37,6 @@ class Draft:
     editing: bool = False
     opening: list[str] = field(default_factory=list)
     edits: list[str] = field(default_factory=list)
-    followups: int = 0
     case_ref: str | None = None
     alerted: list[str] = field(default_factory=list)
     turn: int = 0

@@ -152,6 +152,9 @@ class Engine:
 
         match inbound.kind:
             case "start":
+                if d.step == DONE:
+                    # A new report after sending one: a fresh case, same chat trace for exit.
+                    turn.draft = d = Draft(message_ids=d.message_ids)
                 if not is_new:
                     turn.outputs.append(Reply(self.w.welcome))
             case "help":
@@ -232,7 +235,6 @@ class Engine:
         elif d.step == DONE:
             if words and d.case_ref:
                 turn.events.append(FollowUp(d.case_ref, words))
-                d.followups += 1
                 turn.outputs.append(Reply(self.w.edited_noted))
             else:
                 turn.outputs.append(Reply(self.w.empty_answer))

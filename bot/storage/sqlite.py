@@ -1,6 +1,7 @@
 """The embedded store: one SQLite file (WAL, foreign keys, secure_delete) through aiosqlite.
 
-Everything durable goes through `Store` (bot.storage.base), so a PostgreSQL store can follow.
+Everything durable goes through this class and its `Tx`; their public methods are the storage
+interface a PostgreSQL store would implement for operators who need two hosts.
 Writes that belong together (an answer, its escalation and its outbox row, and the update id
 that caused them) happen in one `transaction()`, so a crash leaves all or nothing.
 """
@@ -180,6 +181,12 @@ class SqliteStore:
         if not rows:
             raise NotFoundError(f"no escalation {escalation_id}")
         return EscalationRow.from_row(rows[0])
+
+    async def forget_old_updates(self, older_than: timedelta) -> None:
+        """Drop de-duplication marks Telegram can no longer re-deliver."""
+        cutoff = (datetime.now(UTC) - older_than).isoformat(timespec="milliseconds")
+        async with self.transaction() as tx:
+            await tx.forget_updates_before(cutoff)
 
     async def reply_handle(self, ref: str) -> bytes | None:
         rows = await self._fetch("SELECT reply_handle FROM cases WHERE ref = ?", (ref,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -30,6 +31,8 @@ from bot.telegram.routers import groups, reporter, staff
 log = logging.getLogger("safeguard.telegram")
 
 DRAIN_SECONDS = 10.0
+# Telegram re-delivers an unconfirmed update within hours at most; a week is ample.
+UPDATE_MEMORY = timedelta(days=7)
 
 
 class TelegramStaffNotifier:
@@ -119,6 +122,7 @@ async def run_bot(settings: Settings) -> None:
 
         async def on_startup() -> None:
             assert worker is not None
+            await services.store.forget_old_updates(UPDATE_MEMORY)
             worker.start()
             log.info("bot_started staff_key=%s", services.crypto.staff_fingerprint)
 

@@ -340,3 +340,16 @@ def test_match_phrase() -> None:
     assert match_phrase("nah mate", choices) == "no"
     assert match_phrase("yeah no", choices) is None  # ambiguous: kept as typed
     assert match_phrase("", choices) is None
+
+
+def test_start_after_sending_begins_a_new_report(engine: Engine, content: Content) -> None:
+    conv = Conversation(engine)
+    turn = complete(conv, content.wording.audiences["young_person"])
+    first_ref = next(e for e in turn.events if isinstance(e, Submitted)).reference
+    assert conv.draft is not None
+    conv.draft.track([10, 11])
+    conv.command("start")
+    assert conv.draft.step == AUDIENCE and conv.draft.case_ref is None
+    assert conv.draft.message_ids[-2:] == [10, 11]  # still cleared by a later quick exit
+    turn = complete(conv, content.wording.audiences["worried_adult"])
+    assert next(e for e in turn.events if isinstance(e, Submitted)).reference != first_ref
