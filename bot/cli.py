@@ -50,11 +50,12 @@ def main(
     ctx.obj = config
 
 
-def _settings(ctx: typer.Context) -> Settings:
+def _settings(ctx: typer.Context, quiet: bool = False) -> Settings:
+    """Load settings and set up logging; `quiet` keeps the terminal chat readable."""
     from bot.runtime import configure_logging
 
     settings: Settings = _guard(lambda: load_settings(ctx.obj))
-    configure_logging(settings.logging.level)
+    configure_logging("ERROR" if quiet else settings.logging.level)
     return settings
 
 
@@ -101,7 +102,7 @@ def chat(ctx: typer.Context) -> None:
     """Report in the terminal: the same conversation, safety rules and store; no token needed."""
     from bot.terminal import chat as run_chat
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, quiet=True)
     try:
         _guard(lambda: asyncio.run(run_chat(settings)))
     except KeyboardInterrupt:

@@ -115,6 +115,7 @@ class Wording(_Strict):
     empty_required: str
     stale_button: str
     edited_noted: str
+    followup_added: str
     ask_audience_first: str
     media_removed: str
     media_not_kept: str

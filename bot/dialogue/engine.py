@@ -235,7 +235,7 @@ class Engine:
         elif d.step == DONE:
             if words and d.case_ref:
                 turn.events.append(FollowUp(d.case_ref, words))
-                turn.outputs.append(Reply(self.w.edited_noted))
+                turn.outputs.append(Reply(self.w.followup_added.format(ref=d.case_ref)))
             else:
                 turn.outputs.append(Reply(self.w.empty_answer))
             turn.outputs.append(self._done_prompt(d))
@@ -421,6 +421,9 @@ class Engine:
     def _shown_answer(self, step_id: str, answer: Answer | None) -> str:
         if answer is None or answer.skipped:
             return html.escape(self.w.summary_skipped)
+        if answer.choice is not None:
+            # Show what we understood, so a wrong guess is easy to spot and change.
+            return html.escape(self.w.options[step_id][answer.choice].label)
         if answer.text:
             text = answer.text
             if len(text) > SUMMARY_ANSWER_CHARS:
@@ -428,8 +431,7 @@ class Engine:
                     self.w.summary_shortened
                 )
             return html.escape(text)
-        assert answer.choice is not None
-        return html.escape(self.w.options[step_id][answer.choice].label)
+        return html.escape(self.w.summary_skipped)
 
     def _change_menu(self, d: Draft) -> Reply:
         rows = [(Button(self.w.summary_labels[s], "edit", s, turn=d.turn),) for s in self._flow(d)]

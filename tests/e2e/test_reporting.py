@@ -33,32 +33,46 @@ async def next_prompt(user: SimUser) -> dict:
     return message
 
 
-async def answer_everything(user: SimUser, texts: dict[str, str] | None = None) -> str:
-    """From the first question to Send: type words, skip optional ones, say no danger."""
-    texts = texts or {}
+async def answer_until(
+    user: SimUser,
+    stop: str = "✅ Send",
+    texts: dict[str, str] | None = None,
+    danger: str = "No",
+    contact: str = "Yes, they can reply",
+) -> dict:
+    """Answer questions until a prompt shows `stop` (a button or words); return that prompt.
+
+    Types the words in `texts` for questions that contain a key, skips optional questions,
+    types a short answer to required ones, and answers the danger and reply questions.
+    """
+    texts = dict(texts or {})
     for _ in range(30):
         prompt = await next_prompt(user)
-        labels = buttons(prompt)
-        body = message_text(prompt)
-        if "✅ Send" in labels:
-            await user.press("✅ Send")
-            done = await user.wait_for_bot_message(contains="reference code")
-            found = REF.search(message_text(done))
-            assert found, message_text(done)
-            return found.group(0)
-        if "danger right now" in body:
-            await user.press("No")
+        labels, body = buttons(prompt), message_text(prompt)
+        if stop in labels or stop in body:
+            return prompt
+        key = next((k for k in texts if k in body), None)
+        if key is not None:
+            await user.send_text(texts.pop(key))
+        elif "danger right now" in body:
+            await user.press(danger)
         elif "Yes, they can reply" in labels:
-            await user.press("Yes, they can reply")
+            await user.press(contact)
+        elif "Skip" in labels:
+            await user.press("Skip")
         else:
-            key = next((k for k in texts if k in body), None)
-            if key is not None:
-                await user.send_text(texts.pop(key))
-            elif "Skip" in labels:
-                await user.press("Skip")
-            else:
-                await user.send_text("I saw it happen")
-    raise AssertionError(f"never reached the summary:\n{user.describe()}")
+            await user.send_text("I saw it happen")
+    raise AssertionError(f"never reached {stop!r}:\n{user.describe()}")
+
+
+async def answer_everything(user: SimUser, texts: dict[str, str] | None = None, **kw: str) -> str:
+    """From the current question to Send; returns the reference code the reporter was given."""
+    await answer_until(user, "✅ Send", texts, **kw)
+    await user.press("✅ Send")
+    done = await user.wait_for_bot_message(contains="reference code")
+    found = REF.search(message_text(done))
+    assert found, message_text(done)
+    return found.group(0)
 
 
 async def begin(user: SimUser, audience: str) -> None:
@@ -125,14 +139,7 @@ async def test_danger_answer_yes_alerts_staff(
 ) -> None:
     user = emulator.user(2004, "Dee")
     await begin(user, "worried_adult")
-    for _ in range(20):
-        prompt = await next_prompt(user)
-        if "danger right now" in message_text(prompt):
-            break
-        if "Skip" in buttons(prompt):
-            await user.press("Skip")
-        else:
-            await user.send_text("a girl from our street gets into cars with older men")
+    await answer_until(user, "danger right now")
     await user.press("Yes")
     reply = await user.wait_for_bot_message(contains="call 999")
     alert = await staff_chat.wait_for_bot_message(contains="IMMEDIATE")
@@ -284,18 +291,8 @@ async def test_long_and_awkward_text_is_kept_and_echoed_safely(
     await user.wait_for_bot_message(contains="What is happening")
     await user.send_text("\u200b\u202e ")
     await user.wait_for_bot_message(contains="couldn't see any words")
-    await user.send_text("<b>he</b> & his mates " + "x" * 4070)
-    for _ in range(20):
-        prompt = await next_prompt(user)
-        if "✅ Send" in buttons(prompt):
-            break
-        if "danger right now" in message_text(prompt):
-            await user.press("No")
-        elif "Yes, they can reply" in buttons(prompt):
-            await user.press("No, don't reply")
-        else:
-            await user.press("Skip")
-    summary = message_text(user.last_bot_message() or {})
+    await user.send_text("<b>he</b> & his mates " + "x" * (4096 - 22))
+    summary = message_text(await answer_until(user, "✅ Send"))
     assert "<b>he</b> & his mates" in summary  # shown as typed, not as markup
 
 
@@ -324,22 +321,7 @@ async def test_reporter_who_declines_replies_is_not_messaged(
 ) -> None:
     user = emulator.user(2016, "Quin")
     await begin(user, "worried_adult")
-    for _ in range(30):
-        prompt = await next_prompt(user)
-        labels = buttons(prompt)
-        if "✅ Send" in labels:
-            await user.press("✅ Send")
-            break
-        if "danger right now" in message_text(prompt):
-            await user.press("No")
-        elif "No, don't reply" in labels:
-            await user.press("No, don't reply")
-        elif "Skip" in labels:
-            await user.press("Skip")
-        else:
-            await user.send_text("worried about a lad at the chippy")
-    done = await user.wait_for_bot_message(contains="reference code")
-    ref = REF.search(message_text(done)).group(0)  # type: ignore[union-attr]
+    ref = await answer_everything(user, contact="No, don't reply")
     await staff_chat.send_text(staff_member, f"/reply {ref} hello")
     await staff_chat.wait_for_bot_message(contains="asked not to be contacted")
 

@@ -78,6 +78,16 @@ class Conversation:
         return [o.html for o in self.last.outputs if isinstance(o, Reply)]
 
 
+def skip_to(conv: Conversation, target: str) -> None:
+    """Skip optional questions and answer required ones with "no" until `target` is asked."""
+    assert conv.draft is not None
+    while conv.draft.step != target:
+        if conv.engine.content.step(conv.draft.step).required:
+            conv.say("no")
+        else:
+            conv.press("Skip")
+
+
 def complete(conv: Conversation, audience_label: str) -> Turn:
     """Answer every question of the chosen flow with typed text or the first button."""
     conv.command("start")
@@ -149,8 +159,7 @@ def test_danger_answer_yes_alerts_immediately_and_not_sure_alerts_high(
         conv.command("start")
         conv.press(content.wording.audiences["worried_adult"])
         assert conv.draft is not None
-        while conv.draft.step != "danger_now":
-            conv.press("Skip") if not content.step(conv.draft.step).required else conv.say("x")
+        skip_to(conv, "danger_now")
         turn = conv.press(label)
         signal = next(e for e in turn.events if isinstance(e, UrgentSignal))
         assert signal.level is level
@@ -182,8 +191,7 @@ def test_unmatched_words_on_the_danger_question_count_as_not_sure(
     conv.command("start")
     conv.press(content.wording.audiences["worried_adult"])
     assert conv.draft is not None
-    while conv.draft.step != "danger_now":
-        conv.press("Skip") if not content.step(conv.draft.step).required else conv.say("x")
+    skip_to(conv, "danger_now")
     turn = conv.say("hard to say really")
     assert conv.draft.answers["danger_now"].choice == "not_sure"
     assert any(isinstance(e, UrgentSignal) and e.level is Level.HIGH for e in turn.events)
@@ -212,9 +220,7 @@ def test_change_an_answer_from_the_summary(engine: Engine, content: Content) -> 
     conv.press(content.wording.audiences["young_person"])
     conv.say("first words")
     assert conv.draft is not None
-    while conv.draft.step != SUMMARY:
-        step = content.step(conv.draft.step)
-        conv.press("Skip") if not step.required else conv.press(conv.buttons()[1].label)
+    skip_to(conv, SUMMARY)
     conv.press("✏️ Change an answer")
     assert conv.draft.step == CHANGE
     conv.press(content.wording.summary_labels["what"])
@@ -229,9 +235,7 @@ def test_summary_escapes_html_and_shortens_long_answers(engine: Engine, content:
     conv.press(content.wording.audiences["young_person"])
     conv.say("<b>bold</b> & " + "x" * 5000)
     assert conv.draft is not None
-    while conv.draft.step != SUMMARY:
-        step = content.step(conv.draft.step)
-        conv.press("Skip") if not step.required else conv.press(conv.buttons()[1].label)
+    skip_to(conv, SUMMARY)
     summary = conv.texts()[-1]
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; " in summary
     assert len(summary) < 4096
@@ -298,9 +302,7 @@ def test_contact_answer_emits_consent(engine: Engine, content: Content) -> None:
     conv.command("start")
     conv.press(content.wording.audiences["young_person"])
     assert conv.draft is not None
-    while conv.draft.step != "contact":
-        step = content.step(conv.draft.step)
-        conv.press("Skip") if not step.required else conv.say("no")
+    skip_to(conv, "contact")
     turn = conv.press("No, don't reply")
     assert any(isinstance(e, ReplyConsent) and not e.allowed for e in turn.events)
 
