@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Protocol
 
 
 class Level(enum.StrEnum):
@@ -79,3 +80,63 @@ class Urgency:
     def nothing(cls) -> Urgency:
         """The verdict for a message with nothing of concern in it."""
         return cls(level=Level.NONE, score=0.0, reasons=())
+
+
+# --------------------------------------------------------------------------- model output
+
+
+@dataclass(frozen=True)
+class IntentScore:
+    name: str
+    confidence: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "confidence": round(self.confidence, 4)}
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A span of the message, in Rasa's shape: `start`/`end` are character offsets."""
+
+    entity: str
+    value: str
+    start: int
+    end: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"entity": self.entity, "value": self.value, "start": self.start, "end": self.end}
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What an intent model (embedded or Rasa) says about one message, before safety rules."""
+
+    intent: IntentScore
+    ranking: tuple[IntentScore, ...]
+    entities: tuple[Entity, ...]
+    engine: str  # "embedded" or "rasa", for the logs and the reasons shown to staff
+
+
+class IntentModel(Protocol):
+    """An engine that names the intent of a message and finds entities in it."""
+
+    async def predict(self, text: str) -> ModelOutput: ...
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """The full verdict: the model's output merged with the safety rules (`safeguard nlu parse`)."""
+
+    text: str
+    model: ModelOutput
+    urgency: Urgency
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "text": self.text,
+            "intent": self.model.intent.to_json(),
+            "intent_ranking": [i.to_json() for i in self.model.ranking],
+            "entities": [e.to_json() for e in self.model.entities],
+            "urgency": self.urgency.to_json(),
+            "escalate": self.urgency.escalate,
+        }
