@@ -13,7 +13,7 @@ from bot.dialogue.content import Content
 from bot.dialogue.service import ReportingService
 from bot.escalation.desk import StaffDesk
 from bot.storage.sqlite import SqliteStore
-from nlu.safety import SafetyRules
+from nlu.pipeline import build_nlu
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -43,13 +43,18 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     content = Content.load(settings.dialogue.content_dir, settings.dialogue.language)
     crypto = BotCrypto.load(settings.storage.data_dir)
-    safety = SafetyRules.load()
+    nlu = build_nlu(settings.nlu.engine, settings.nlu.rasa_url)
     async with SqliteStore(settings.storage.data_dir) as store:
-        yield Services(
-            settings=settings,
-            content=content,
-            store=store,
-            crypto=crypto,
-            reporting=ReportingService(content, store, crypto, safety, on_alert=on_alert),
-            desk=StaffDesk(store, crypto, content),
-        )
+        try:
+            yield Services(
+                settings=settings,
+                content=content,
+                store=store,
+                crypto=crypto,
+                reporting=ReportingService(content, store, crypto, nlu, on_alert=on_alert),
+                desk=StaffDesk(store, crypto, content),
+            )
+        finally:
+            close = getattr(nlu.model, "close", None)  # the Rasa client holds an HTTP session
+            if close is not None:
+                await close()

@@ -53,6 +53,7 @@ class Flows(_Strict):
     version: Literal[1]
     steps: dict[StrictStr, StepDef]
     flows: dict[Audience, list[StrictStr]]
+    prefill: dict[StrictStr, StrictStr] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _flows_use_known_steps(self) -> Flows:
@@ -65,6 +66,9 @@ class Flows(_Strict):
                 raise ValueError(f"flow {audience} uses unknown steps {unknown}")
             if len(set(steps)) != len(steps):
                 raise ValueError(f"flow {audience} repeats a step")
+        unknown_prefill = set(self.prefill.values()) - set(self.steps)
+        if unknown_prefill:
+            raise ValueError(f"prefill names unknown steps {sorted(unknown_prefill)}")
         return self
 
 
@@ -115,6 +119,8 @@ class Wording(_Strict):
     empty_required: str
     stale_button: str
     edited_noted: str
+    service_answers: dict[str, str]
+    back_to_question: str
     followup_added: str
     ask_audience_first: str
     media_removed: str

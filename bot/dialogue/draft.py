@@ -7,6 +7,7 @@ quick exit. `to_bytes`/`from_bytes` are the only (de)serialisation, versioned fo
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ class Answer:
     choice: str | None = None
     text: str | None = None
     skipped: bool = False
+    prefilled: bool = False  # taken from something the reporter typed earlier
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Draft:
     editing: bool = False
     opening: list[str] = field(default_factory=list)
     edits: list[str] = field(default_factory=list)
+    noted: list[tuple[str, str]] = field(default_factory=list)  # entities found in free text
     case_ref: str | None = None
     alerted: list[str] = field(default_factory=list)
     turn: int = 0
@@ -51,6 +54,12 @@ class Draft:
         self.editing = False
         self.opening = []
         self.edits = []
+        self.noted = []
+
+    def note_entities(self, entities: Iterable[tuple[str, str]]) -> None:
+        for pair in entities:
+            if pair not in self.noted:
+                self.noted.append(pair)
 
     def track(self, message_ids: list[int]) -> None:
         self.message_ids.extend(message_ids)
@@ -64,4 +73,5 @@ class Draft:
         data: dict[str, Any] = json.loads(raw)
         data.pop("v", None)
         answers = {k: Answer(**v) for k, v in data.pop("answers", {}).items()}
-        return cls(answers=answers, **data)
+        noted = [(str(e), str(v)) for e, v in data.pop("noted", [])]
+        return cls(answers=answers, noted=noted, **data)

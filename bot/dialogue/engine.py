@@ -1,13 +1,15 @@
 """The reporting conversation, free of any transport.
 
-`Engine.handle(draft, inbound, urgency)` takes the reporter's saved draft (or None for a new
-conversation), what they just did, and what the safety rules made of their words, and returns the
+`Engine.handle(draft, inbound, understood)` takes the reporter's saved draft (or None for a new
+conversation), what they just did, and what the NLU made of their words, and returns the
 new draft, the replies to show, and the domain events for the service to carry out (escalate,
 submit, erase). It does no I/O, so every path is unit-testable and the terminal chat and Telegram
 behave the same.
 
-Urgency is decided outside (nlu.safety, later the NLU model); this module decides only what to
-*say* about it: signposting to 999 always comes first in the replies.
+Urgency is decided outside (nlu.pipeline: the model plus the safety rules); this module decides
+only what to *say* about it: signposting to 999 always comes first in the replies. It also
+answers questions about the service in place, and uses entities found in free text (an age, a
+time, a town) to fill in questions the reporter would otherwise be asked again.
 """
 
 from __future__ import annotations
@@ -21,13 +23,18 @@ from typing import Literal
 from bot.dialogue.content import AUDIENCES, Content
 from bot.dialogue.draft import AUDIENCE, CHANGE, DONE, SUMMARY, Answer, Draft
 from bot.reports.reference import new_reference
-from nlu.types import Level, Urgency
+from nlu.types import Level, ParseResult
 
 # Answers longer than this are kept up to the limit; Telegram caps a message at 4096 characters,
 # the terminal does not, and an unbounded draft would be a way to fill the disk.
 MAX_ANSWER_CHARS = 8000
 SUMMARY_ANSWER_CHARS = 250
 SELF_HARM_RULES = frozenset({"rule:self_harm_now", "rule:suicidal_intent"})
+SELF_HARM_INTENT = "self_harm"
+# A question about the service is answered in place only when the model is sure and the message
+# is short; a long message is more likely a report that mentions the service.
+SERVICE_CONFIDENCE = 0.6
+SERVICE_MAX_WORDS = 20
 MEDIA_DELETED = frozenset(
     {
         "photo",
@@ -135,7 +142,9 @@ class Engine:
         self.w = content.wording
 
     # ----------------------------------------------------------------- entry point
-    def handle(self, draft: Draft | None, inbound: Inbound, urgency: Urgency | None) -> Turn:
+    def handle(
+        self, draft: Draft | None, inbound: Inbound, understood: ParseResult | None = None
+    ) -> Turn:
         if inbound.kind == "exit" or (inbound.kind == "button" and inbound.action == "exit"):
             return self._exit(draft)
 
@@ -144,8 +153,11 @@ class Engine:
         d = turn.draft
         assert d is not None
 
-        if urgency is not None and urgency.escalate:
-            self._raise_alarm(turn, d, urgency.level, urgency.reasons)
+        urgent = understood is not None and understood.urgency.escalate
+        if understood is not None:
+            if urgent:
+                self._raise_alarm(turn, d, understood.urgency.level, understood.urgency.reasons)
+            d.note_entities((e.entity, e.value) for e in understood.model.entities)
 
         if is_new:
             turn.outputs.append(Reply(self.w.welcome))
@@ -167,8 +179,15 @@ class Engine:
             case "edited":
                 self._edited(turn, d, inbound.text)
             case "text":
-                self._text(turn, d, inbound.text)
-                return turn
+                question = (
+                    None if urgent or understood is None else self._service_question(understood)
+                )
+                if question is not None:
+                    turn.outputs.append(Reply(question))
+                    turn.outputs.append(Reply(self.w.back_to_question))
+                else:
+                    self._text(turn, d, inbound.text)
+                    return turn
             case "button":
                 if is_new:
                     pass  # a button from a conversation that was cleared: just start afresh
@@ -185,7 +204,7 @@ class Engine:
         first_time = level.value not in d.alerted
         if first_time:
             d.alerted.append(level.value)
-            if set(reasons) & SELF_HARM_RULES:
+            if set(reasons) & SELF_HARM_RULES or any(SELF_HARM_INTENT in r for r in reasons):
                 template = self.w.urgent_self_harm
             elif level is Level.IMMEDIATE:
                 template = self.w.urgent_immediate
@@ -307,11 +326,45 @@ class Engine:
             turn.outputs.append(Reply(self.w.stale_button))
         self._ask_current(turn, d)
 
+    def _service_question(self, understood: ParseResult) -> str | None:
+        """The answer to a question about the service, if that is what the message is."""
+        intent = understood.model.intent
+        words = len(understood.text.split())
+        if intent.confidence < SERVICE_CONFIDENCE or words > SERVICE_MAX_WORDS:
+            return None
+        return self.w.service_answers.get(intent.name)
+
     # ----------------------------------------------------------------- moving through a flow
     def _choose_audience(self, d: Draft, audience: str) -> None:
         d.audience = audience
         d.step = self._flow(d)[0]
         d.trail = []
+        self._skip_prefilled(d)
+
+    def _prefill(self, d: Draft) -> None:
+        """Fill questions still to come from entities the reporter already typed."""
+        flow = self._flow(d)
+        for entity, value in d.noted:
+            step_id = self.content.flows.prefill.get(entity)
+            if step_id is None or step_id not in flow or step_id in d.answers:
+                continue
+            step = self.content.step(step_id)
+            if step.kind == "text":
+                d.answers[step_id] = Answer(text=value, prefilled=True)
+                continue
+            option = match_phrase(value, self._option_matches(step_id)) or match_number(
+                value, step.number_ranges
+            )
+            if option is not None and option not in step.urgent_answers:
+                d.answers[step_id] = Answer(choice=option, text=value, prefilled=True)
+
+    def _skip_prefilled(self, d: Draft) -> None:
+        self._prefill(d)
+        flow = self._flow(d)
+        while d.step in flow and (answer := d.answers.get(d.step)) and answer.prefilled:
+            d.trail.append(d.step)
+            index = flow.index(d.step)
+            d.step = flow[index + 1] if index + 1 < len(flow) else SUMMARY
 
     def _record(self, turn: Turn, d: Draft, answer: Answer) -> None:
         step_id = d.step
@@ -334,6 +387,7 @@ class Engine:
         d.trail.append(step_id)
         index = flow.index(step_id)
         d.step = flow[index + 1] if index + 1 < len(flow) else SUMMARY
+        self._skip_prefilled(d)
 
     def _go_back(self, d: Draft) -> None:
         if d.step == CHANGE:

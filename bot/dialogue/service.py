@@ -39,8 +39,8 @@ from bot.dialogue.engine import (
 )
 from bot.errors import StorageError, TamperedError
 from bot.storage.sqlite import SqliteStore, Tx
-from nlu.safety import SafetyRules
-from nlu.types import Urgency
+from nlu.pipeline import Nlu
+from nlu.types import ParseResult
 
 log = logging.getLogger("safeguard.dialogue")
 
@@ -74,14 +74,14 @@ class ReportingService:
         content: Content,
         store: SqliteStore,
         crypto: BotCrypto,
-        safety: SafetyRules,
+        nlu: Nlu,
         on_alert: Callable[[], None] | None = None,
     ) -> None:
         self.content = content
         self.engine = Engine(content)
         self.store = store
         self.crypto = crypto
-        self.safety = safety
+        self.nlu = nlu
         self._on_alert = on_alert
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -92,9 +92,10 @@ class ReportingService:
             self._locks[pseudonym] = lock
         return lock
 
-    def assess(self, inbound: Inbound) -> Urgency | None:
+    async def understand(self, inbound: Inbound) -> ParseResult | None:
+        """Every word the reporter sends goes through the NLU, at any step."""
         if inbound.text:
-            return self.safety.assess(inbound.text)
+            return await self.nlu.parse(inbound.text)
         return None
 
     async def handle(self, origin: Origin, inbound: Inbound, messenger: Messenger) -> None:
@@ -126,8 +127,8 @@ class ReportingService:
         if origin.update_id is not None and await self.store.was_processed(origin.update_id):
             return None
         draft = await self._load_draft(pseudonym)
-        urgency = self.assess(inbound)
-        turn = self.engine.handle(draft, inbound, urgency)
+        understood = await self.understand(inbound)
+        turn = self.engine.handle(draft, inbound, understood)
         alerted = False
         async with self.store.transaction() as tx:
             for event in turn.events:
@@ -249,6 +250,7 @@ class ReportingService:
             "audience": draft.audience,
             "answers": answers,
             "first_messages": draft.opening,
+            "found_in_text": [{"entity": e, "value": v} for e, v in draft.noted],
             "changed_messages": draft.edits,
             "alerts": draft.alerted,
         }

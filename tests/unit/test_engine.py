@@ -25,9 +25,25 @@ from bot.dialogue.engine import (
     match_phrase,
 )
 from bot.reports.reference import PATTERN
-from nlu.types import Level, Urgency
+from nlu.types import Entity, IntentScore, Level, ModelOutput, ParseResult, Urgency
 
 CONTENT_DIR = Path(__file__).resolve().parents[2] / "config"
+
+
+def understood(
+    text: str,
+    urgency: Urgency | None = None,
+    intent: str = "report_self",
+    confidence: float = 0.9,
+    entities: tuple[Entity, ...] = (),
+) -> ParseResult:
+    """What the NLU would say, written by hand so engine tests need no model."""
+    top = IntentScore(intent, confidence)
+    return ParseResult(
+        text, ModelOutput(top, (top,), entities, "test"), urgency or Urgency.nothing()
+    )
+
+
 DANGER = Urgency(Level.IMMEDIATE, 0.97, ("rule:danger_now",))
 SELF_HARM = Urgency(Level.IMMEDIATE, 0.97, ("rule:self_harm_now",))
 
@@ -50,13 +66,13 @@ class Conversation:
         self.draft: Draft | None = None
         self.last: Turn | None = None
 
-    def _go(self, inbound: Inbound, urgency: Urgency | None = None) -> Turn:
-        self.last = self.engine.handle(self.draft, inbound, urgency)
+    def _go(self, inbound: Inbound, nlu: ParseResult | None = None) -> Turn:
+        self.last = self.engine.handle(self.draft, inbound, nlu)
         self.draft = self.last.draft
         return self.last
 
-    def say(self, text: str, urgency: Urgency | None = None) -> Turn:
-        return self._go(Inbound("text", text=text), urgency)
+    def say(self, text: str, urgency: Urgency | None = None, **nlu: object) -> Turn:
+        return self._go(Inbound("text", text=text), understood(text, urgency, **nlu))  # type: ignore[arg-type]
 
     def command(self, name: str) -> Turn:
         return self._go(Inbound(name))  # type: ignore[arg-type]
@@ -355,3 +371,56 @@ def test_start_after_sending_begins_a_new_report(engine: Engine, content: Conten
     assert conv.draft.message_ids[-2:] == [10, 11]  # still cleared by a later quick exit
     turn = complete(conv, content.wording.audiences["worried_adult"])
     assert next(e for e in turn.events if isinstance(e, Submitted)).reference != first_ref
+
+
+def test_question_about_the_service_is_answered_in_place(engine: Engine, content: Content) -> None:
+    conv = Conversation(engine)
+    conv.command("start")
+    conv.press(content.wording.audiences["young_person"])
+    assert conv.draft is not None
+    turn = conv.say("will they know its me", intent="ask_anonymous", confidence=0.93)
+    assert "what" not in conv.draft.answers and conv.draft.step == "what"
+    text = "\n".join(conv.texts())
+    assert "never ask your name" in text and "Telegram itself knows" in text
+    assert content.wording.question("what", "young_person") in text  # brought back
+    assert not turn.events
+
+
+def test_unsure_service_intent_is_kept_as_an_answer(engine: Engine, content: Content) -> None:
+    conv = Conversation(engine)
+    conv.command("start")
+    conv.press(content.wording.audiences["young_person"])
+    conv.say("who reads this stuff anyway", intent="ask_who_reads", confidence=0.4)
+    assert conv.draft is not None and conv.draft.answers["what"].text
+
+
+def test_entities_in_free_text_fill_later_questions(engine: Engine, content: Content) -> None:
+    conv = Conversation(engine)
+    conv.command("start")
+    conv.press(content.wording.audiences["worried_adult"])
+    text = "my 13 year old daughter is meeting a man in Dewsbury tonight"
+    conv.say(
+        text,
+        entities=(
+            Entity("age", "13", 3, 5),
+            Entity("place", "Dewsbury", 41, 49),
+            Entity("time", "tonight", 50, 57),
+        ),
+    )
+    assert conv.draft is not None
+    assert conv.draft.answers["age"].choice == "age_11_13" and conv.draft.answers["age"].prefilled
+    assert conv.draft.answers["where"].text == "Dewsbury"
+    assert conv.draft.answers["when"].choice == "now"
+    assert conv.draft.step == "who_other"
+    conv.press("Skip")  # who_other; age and when were filled, so "where" is next...
+    assert conv.draft.step == "involved"  # ...and filled too, so this comes next
+    conv.press("⬅️ Back")
+    assert conv.draft.step == "where"  # a filled answer can still be visited and changed
+
+
+def test_self_harm_intent_gets_samaritans(engine: Engine) -> None:
+    conv = Conversation(engine)
+    urgency = Urgency(Level.IMMEDIATE, 0.9, ("model:embedded:self_harm 0.90",))
+    turn = conv.say("ive got the tablets in front of me", urgency, intent="self_harm")
+    first = turn.outputs[0]
+    assert isinstance(first, Reply) and "116 123" in first.html

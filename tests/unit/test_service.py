@@ -15,7 +15,7 @@ from bot.dialogue.content import Content
 from bot.dialogue.engine import Button, Inbound, Reply
 from bot.dialogue.service import Origin, ReportingService
 from bot.storage.sqlite import DB_NAME, SqliteStore
-from nlu.safety import SafetyRules
+from nlu.pipeline import Nlu, build_nlu
 from tests.conftest import ROOT, TEST_PASSPHRASE
 
 REPORTER = 7_123_456_789
@@ -63,9 +63,14 @@ def content() -> Content:
     return Content.load(ROOT / "config", "en")
 
 
+@pytest.fixture(scope="module")
+def nlu() -> Nlu:
+    return build_nlu()
+
+
 @pytest.fixture
-def service(content: Content, store: SqliteStore, data_dir: Path) -> ReportingService:
-    return ReportingService(content, store, BotCrypto.load(data_dir), SafetyRules.load())
+def service(content: Content, store: SqliteStore, data_dir: Path, nlu: Nlu) -> ReportingService:
+    return ReportingService(content, store, BotCrypto.load(data_dir), nlu)
 
 
 class Reporter:
@@ -153,13 +158,13 @@ async def test_duplicate_update_is_not_recorded_twice(
 
 async def test_a_restart_resumes_where_the_reporter_was(content: Content, data_dir: Path) -> None:
     async with SqliteStore(data_dir) as store:
-        first = ReportingService(content, store, BotCrypto.load(data_dir), SafetyRules.load())
+        first = ReportingService(content, store, BotCrypto.load(data_dir), nlu)
         r = Reporter(first)
         await r.do(Inbound("start"))
         await r.press(content.wording.audiences["worried_adult"])
         await r.say("my neighbour's child")
     async with SqliteStore(data_dir) as store:
-        second = ReportingService(content, store, BotCrypto.load(data_dir), SafetyRules.load())
+        second = ReportingService(content, store, BotCrypto.load(data_dir), nlu)
         r.service = second
         r.m.replies.clear()
         await r.do(Inbound("start"))

@@ -1,0 +1,116 @@
+"""Understanding one message: the intent model, then urgency, then the safety rules on top.
+
+`Nlu.parse` is what the conversation and `safeguard nlu parse` call. The model (embedded, or a
+Rasa server with the embedded model as its fallback) names the intent; `UrgencyPolicy` turns its
+probabilities into a level; the safety rules always run too and can only raise that level.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.errors import ConfigError
+from nlu.embedded import EmbeddedModel
+from nlu.safety import SafetyRules
+from nlu.training_data import DEFAULT_DATA_DIR, data_fingerprint, load_training_data
+from nlu.types import IntentModel, Level, ModelOutput, ParseResult, Urgency
+
+log = logging.getLogger("safeguard.nlu")
+
+DEFAULT_POLICY_PATH = Path(__file__).with_name("urgency.yml")
+DEFAULT_MODEL_DIR = Path(__file__).with_name("models")
+
+
+class UrgencyPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int
+    urgent_intents: dict[str, Level]
+    concern_intents: list[str]
+    immediate_threshold: float = Field(gt=0, le=1)
+    unsure_below: float = Field(gt=0, le=1)
+    unsure_urgent_threshold: float = Field(gt=0, le=1)
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_POLICY_PATH) -> UrgencyPolicy:
+        try:
+            return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        except (OSError, yaml.YAMLError, ValidationError) as exc:
+            raise ConfigError(f"{path}: invalid urgency policy ({type(exc).__name__})") from None
+
+    def urgent_score(self, out: ModelOutput) -> tuple[float, str | None]:
+        score, best, best_p = 0.0, None, 0.0
+        for item in out.ranking:
+            if item.name in self.urgent_intents:
+                score += item.confidence
+                if item.confidence > best_p:
+                    best, best_p = item.name, item.confidence
+        return score, best
+
+    def judge(self, out: ModelOutput) -> Urgency:
+        score, urgent = self.urgent_score(out)
+        top = out.intent
+        tag = f"model:{out.engine}"
+        if urgent is not None and score >= self.immediate_threshold:
+            level = self.urgent_intents[urgent]
+            return Urgency(level, round(score, 4), (f"{tag}:{urgent} {score:.2f}",))
+        looks_like_safeguarding = (
+            top.name in self.urgent_intents or top.name in self.concern_intents
+        )
+        if (
+            looks_like_safeguarding
+            and top.confidence < self.unsure_below
+            and score >= self.unsure_urgent_threshold
+        ):
+            return Urgency(Level.HIGH, round(score, 4), (f"{tag}:unsure urgent {score:.2f}",))
+        if top.name in self.concern_intents:
+            reason = f"{tag}:{top.name} {top.confidence:.2f}"
+            return Urgency(Level.ROUTINE, round(top.confidence, 4), (reason,))
+        return Urgency(Level.NONE, round(score, 4), ())
+
+
+@dataclass
+class Nlu:
+    model: IntentModel
+    rules: SafetyRules
+    policy: UrgencyPolicy = field(default_factory=UrgencyPolicy.load)
+
+    async def parse(self, text: str) -> ParseResult:
+        out = await self.model.predict(text)
+        urgency = self.policy.judge(out).merge(self.rules.assess(text))
+        return ParseResult(text, out, urgency)
+
+
+def load_embedded_model(
+    data_dir: Path = DEFAULT_DATA_DIR, model_dir: Path = DEFAULT_MODEL_DIR, *, retrain: bool = False
+) -> EmbeddedModel:
+    """The model for the current training data: loaded if already trained, else trained now.
+
+    The file name carries a hash of the training data, so editing the data retrains once.
+    """
+    path = model_dir / f"embedded-{data_fingerprint(data_dir)}.npz"
+    if path.exists() and not retrain:
+        return EmbeddedModel.load(path)
+    model = EmbeddedModel.train(load_training_data(data_dir))
+    try:
+        model.save(path)
+        log.info("model_trained fingerprint=%s", model.fingerprint)
+    except OSError as exc:  # a read-only install still works, it just trains each start
+        log.warning("model_not_saved error=%s", type(exc).__name__)
+    return model
+
+
+def build_nlu(engine: str = "embedded", rasa_url: str | None = None) -> Nlu:
+    model: IntentModel = load_embedded_model()
+    if engine == "rasa":
+        from nlu.rasa_client import RasaEngine
+
+        if not rasa_url:
+            raise ConfigError("nlu.engine is 'rasa' but nlu.rasa_url is not set")
+        model = RasaEngine(rasa_url, fallback=model)
+    return Nlu(model=model, rules=SafetyRules.load())
