@@ -11,6 +11,7 @@ character n-grams carry typos and text-speak ("pls", "hes", "outsyd") that word 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -56,9 +57,7 @@ def features(text: str) -> dict[int, float]:
     """Sublinear counts of hashed word 1-2 grams and char 2-5 grams, each group L2-normalised."""
     norm = normalise(text)
     words = norm.split()
-    word_grams = [f"w:{w}" for w in words] + [
-        f"b:{a} {b}" for a, b in zip(words, words[1:], strict=False)
-    ]
+    word_grams = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in itertools.pairwise(words)]
     char_grams: list[str] = []
     for word in words:
         padded = f" {word} "
