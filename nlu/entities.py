@@ -27,7 +27,8 @@ class EntityExtractor:
         self._compiled: list[tuple[str, re.Pattern[str]]] = []
         for name, patterns in sorted(self.regexes.items()):
             for pattern in patterns:
-                self._compiled.append((name, re.compile(pattern, re.IGNORECASE)))
+                # Case-sensitive, as written: "M62 is" must not read as a number plate.
+                self._compiled.append((name, re.compile(pattern)))
         for name, values in sorted(self.lookups.items()):
             alternatives = sorted({v.strip() for v in values if v.strip()}, key=len, reverse=True)
             if alternatives:

@@ -121,7 +121,7 @@ def _parse_file(path: Path, text: str, data: TrainingData, seen: dict[str, str])
         examples_node = fields.get("examples")
         if not isinstance(name_node, yaml.ScalarNode) or not name_node.value:
             raise ConfigError(f"{where}: '{kind}' needs a name")
-        if not isinstance(examples_node, yaml.ScalarNode):
+        if not isinstance(examples_node, yaml.ScalarNode) or examples_node.style != "|":
             raise ConfigError(f"{where}: 'examples' must be a '|' block of '- ' lines")
         name = str(name_node.value)
         lines = _example_lines(examples_node, path)

@@ -355,3 +355,15 @@ async def test_no_plaintext_or_ids_in_data_dir_or_logs(
         for needle in needles:
             assert needle not in message_text(message)
     await bot.start()  # the fixture stops it again
+
+
+async def test_question_about_the_service_is_answered_then_back_to_the_report(
+    emulator: BotApiEmulator, bot: BotProcess
+) -> None:
+    user = emulator.user(2017, "Rue")
+    await begin(user, "young_person")
+    await user.wait_for_bot_message(contains="What is happening")
+    await user.send_text("is this anonymous")
+    answer = await user.wait_for_bot_message(contains="never ask your name")
+    assert "Telegram itself knows" in message_text(answer)
+    await user.wait_for_bot_message(contains="What is happening")  # asked again, not skipped
