@@ -156,7 +156,9 @@ async def test_duplicate_update_is_not_recorded_twice(
     assert len(r.m.replies) == replies_before  # nothing said, nothing recorded
 
 
-async def test_a_restart_resumes_where_the_reporter_was(content: Content, data_dir: Path) -> None:
+async def test_a_restart_resumes_where_the_reporter_was(
+    content: Content, data_dir: Path, nlu: Nlu
+) -> None:
     async with SqliteStore(data_dir) as store:
         first = ReportingService(content, store, BotCrypto.load(data_dir), nlu)
         r = Reporter(first)
