@@ -88,10 +88,14 @@ async def main(with_rasa: bool) -> None:
     loaded = time.perf_counter()
     after = rss_mb()
     print(f"model file: {next(DEFAULT_MODEL_DIR.glob(f'embedded-{model.fingerprint}.npz'))}")
-    print(f"import {imported - t0:.2f} s, model load {model_load * 1000:.0f} ms, "
-          f"safety rules load {loaded - t1 - model_load:.2f} s")
-    print(f"memory: {before:.0f} MB before, {after:.0f} MB after loading the NLU "
-          f"(+{after - before:.0f} MB)")
+    print(
+        f"import {imported - t0:.2f} s, model load {model_load * 1000:.0f} ms, "
+        f"safety rules load {loaded - t1 - model_load:.2f} s"
+    )
+    print(
+        f"memory: {before:.0f} MB before, {after:.0f} MB after loading the NLU "
+        f"(+{after - before:.0f} MB)"
+    )
 
     from nlu.evaluation import DEFAULT_TEST_PATH, Evaluation, _run
     from nlu.training_data import load_training_data
@@ -114,10 +118,12 @@ async def main(with_rasa: bool) -> None:
         script = ROOT / "scripts" / "rasa.sh"
         subprocess.run(["bash", str(script), "setup"], check=True)
         subprocess.run(["bash", str(script), "train"], check=True)
-        server = subprocess.Popen(["bash", str(script), "serve", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        rasa = RasaEngine(f"http://127.0.0.1:{port}", fallback=_Unavailable(),
-                          timeout_seconds=5.0)
+        server = subprocess.Popen(
+            ["bash", str(script), "serve", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        rasa = RasaEngine(f"http://127.0.0.1:{port}", fallback=_Unavailable(), timeout_seconds=5.0)
         for _ in range(240):
             if await rasa.healthy():
                 break
@@ -129,8 +135,16 @@ async def main(with_rasa: bool) -> None:
         await rasa.close()
         server.terminate()
 
-    header = ["engine", "model ms p50/p99", "parse ms p50/p99", "msg/s", "accuracy",
-              "macro-F1", "urgent recall", "false esc."]
+    header = [
+        "engine",
+        "model ms p50/p99",
+        "parse ms p50/p99",
+        "msg/s",
+        "accuracy",
+        "macro-F1",
+        "urgent recall",
+        "false esc.",
+    ]
     print(f"\nheld-out test split: {len(texts)} messages")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

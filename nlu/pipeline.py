@@ -35,6 +35,7 @@ class UrgencyPolicy(BaseModel):
     immediate_threshold: float = Field(gt=0, le=1)
     unsure_below: float = Field(gt=0, le=1)
     unsure_urgent_threshold: float = Field(gt=0, le=1)
+    model_min_words: int = Field(ge=1)
 
     @classmethod
     def load(cls, path: Path = DEFAULT_POLICY_PATH) -> UrgencyPolicy:
@@ -52,10 +53,14 @@ class UrgencyPolicy(BaseModel):
                     best, best_p = item.name, item.confidence
         return score, best
 
-    def judge(self, out: ModelOutput) -> Urgency:
+    def judge(self, out: ModelOutput, text: str) -> Urgency:
         score, urgent = self.urgent_score(out)
         top = out.intent
         tag = f"model:{out.engine}"
+        if len(text.split()) < self.model_min_words:
+            # A short answer to a specific question ("a man at the park") says too little for
+            # the model to page anyone; the safety rules still judge it.
+            urgent = None
         if urgent is not None and score >= self.immediate_threshold:
             level = self.urgent_intents[urgent]
             return Urgency(level, round(score, 4), (f"{tag}:{urgent} {score:.2f}",))
@@ -63,7 +68,8 @@ class UrgencyPolicy(BaseModel):
             top.name in self.urgent_intents or top.name in self.concern_intents
         )
         if (
-            looks_like_safeguarding
+            urgent is not None
+            and looks_like_safeguarding
             and top.confidence < self.unsure_below
             and score >= self.unsure_urgent_threshold
         ):
@@ -82,7 +88,7 @@ class Nlu:
 
     async def parse(self, text: str) -> ParseResult:
         out = await self.model.predict(text)
-        urgency = self.policy.judge(out).merge(self.rules.assess(text))
+        urgency = self.policy.judge(out, text).merge(self.rules.assess(text))
         return ParseResult(text, out, urgency)
 
 

@@ -38,7 +38,7 @@ def test_annotations_become_plain_text_with_entity_spans(tmp_path: Path) -> None
     path = write(
         tmp_path,
         'version: "3.1"\nnlu:\n- intent: report_self\n  examples: |\n'
-        "    - my [bf]{\"entity\": \"relation\", \"value\": \"boyfriend\"} is [19](age)\n"
+        '    - my [bf]{"entity": "relation", "value": "boyfriend"} is [19](age)\n'
         "    - he lives in [Batley](place)\n"
         "- intent: greet\n  examples: |\n    - hiya\n",
     )
@@ -159,7 +159,7 @@ async def test_safety_rules_raise_what_the_model_misses() -> None:
 
 async def test_rules_never_lower_what_the_model_says() -> None:
     nlu = Nlu(_Fixed(_output("immediate_danger", 0.9)), SafetyRules.load())
-    result = await nlu.parse("zzzz qqqq")
+    result = await nlu.parse("zzzz qqqq zzzz qqqq zzzz qqqq")
     assert result.urgency.level is Level.IMMEDIATE
     assert result.urgency.reasons[0].startswith("model:")
 
@@ -167,21 +167,29 @@ async def test_rules_never_lower_what_the_model_says() -> None:
 async def test_unsure_safeguarding_message_errs_towards_a_human() -> None:
     policy = UrgencyPolicy.load()
     out = _output("report_other", 0.4, immediate_danger=0.3, out_of_scope=0.3)
-    assert policy.judge(out).level is Level.HIGH
+    text = "not sure what is going on with her lately"
+    assert policy.judge(out, text).level is Level.HIGH
     sure = _output("report_other", 0.9, immediate_danger=0.05)
-    assert policy.judge(sure).level is Level.ROUTINE
+    assert policy.judge(sure, text).level is Level.ROUTINE
+    assert policy.judge(out, "a man").level is Level.ROUTINE  # too short for the model alone
 
 
 async def test_figurative_speech_is_not_escalated(nlu: Nlu) -> None:
-    for text in ("this homework is killing me", "my mum will kill me if im late",
-                 "how do i kill a python process"):
+    for text in (
+        "this homework is killing me",
+        "my mum will kill me if im late",
+        "how do i kill a python process",
+    ):
         result = await nlu.parse(text)
         assert not result.urgency.escalate, (text, result.to_json())
 
 
 async def test_danger_now_is_escalated(nlu: Nlu) -> None:
-    for text in ("hes outside my house rn", "i've taken a load of pills",
-                 "shes in a car with 2 older men right now shes only 13"):
+    for text in (
+        "hes outside my house rn",
+        "i've taken a load of pills",
+        "shes in a car with 2 older men right now shes only 13",
+    ):
         result = await nlu.parse(text)
         assert result.urgency.escalate, (text, result.to_json())
 
@@ -203,7 +211,11 @@ def test_nlu_parse_command_writes_one_json_object_per_line(tmp_path: Path) -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
     result = subprocess.run(
         [sys.executable, "-m", "bot", "nlu", "parse"],
-        input="\n".join(lines) + "\n", capture_output=True, text=True, cwd=tmp_path, env=env,
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
