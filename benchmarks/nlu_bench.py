@@ -73,7 +73,21 @@ async def measure(name: str, nlu: object, texts: list[str], evaluation: object) 
     ]
 
 
-async def main(with_rasa: bool) -> None:
+def start_rasa() -> tuple[subprocess.Popen[bytes], int]:
+    """Set up, train (both cached) and start a Rasa server for the current data."""
+    port = free_port()
+    script = ROOT / "scripts" / "rasa.sh"
+    subprocess.run(["bash", str(script), "setup"], check=True)
+    subprocess.run(["bash", str(script), "train"], check=True)
+    server = subprocess.Popen(
+        ["bash", str(script), "serve", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return server, port
+
+
+async def main(rasa_port: int | None) -> None:
     before = rss_mb()
     t0 = time.perf_counter()
     from nlu.pipeline import DEFAULT_MODEL_DIR, Nlu, UrgencyPolicy, load_embedded_model
@@ -110,20 +124,12 @@ async def main(with_rasa: bool) -> None:
     await _run(embedded, test.examples, evaluation)
     rows.append(await measure("embedded", embedded, texts, evaluation))
 
-    server = None
-    if with_rasa:
+    if rasa_port is not None:
         from nlu.rasa_client import RasaEngine
 
-        port = free_port()
-        script = ROOT / "scripts" / "rasa.sh"
-        subprocess.run(["bash", str(script), "setup"], check=True)
-        subprocess.run(["bash", str(script), "train"], check=True)
-        server = subprocess.Popen(
-            ["bash", str(script), "serve", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        rasa = RasaEngine(
+            f"http://127.0.0.1:{rasa_port}", fallback=_Unavailable(), timeout_seconds=5.0
         )
-        rasa = RasaEngine(f"http://127.0.0.1:{port}", fallback=_Unavailable(), timeout_seconds=5.0)
         for _ in range(240):
             if await rasa.healthy():
                 break
@@ -133,7 +139,6 @@ async def main(with_rasa: bool) -> None:
         await _run(rasa_nlu, test.examples, rasa_eval)
         rows.append(await measure("rasa DIET", rasa_nlu, texts, rasa_eval))
         await rasa.close()
-        server.terminate()
 
     header = [
         "engine",
@@ -160,4 +165,9 @@ class _Unavailable:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rasa", action="store_true", help="also benchmark a Rasa DIET model")
-    asyncio.run(main(parser.parse_args().rasa))
+    server, port = start_rasa() if parser.parse_args().rasa else (None, None)
+    try:
+        asyncio.run(main(port))
+    finally:
+        if server is not None:
+            server.terminate()

@@ -136,9 +136,7 @@ def test_entities_come_from_the_data_sections() -> None:
 
 
 def _output(intent: str, confidence: float, **others: float) -> ModelOutput:
-    ranking = (IntentScore(intent, confidence),) + tuple(
-        IntentScore(k, v) for k, v in others.items()
-    )
+    ranking = (IntentScore(intent, confidence), *(IntentScore(k, v) for k, v in others.items()))
     return ModelOutput(ranking[0], ranking, (), "test")
 
 
