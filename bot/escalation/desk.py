@@ -35,7 +35,7 @@ class StaffDesk:
 
     async def alert_text(self, escalation: EscalationRow) -> str:
         case = await self.store.get_case(escalation.case_ref)
-        reasons = ", ".join(html.escape(self.w.reasons.get(r, r)) for r in escalation.reasons)
+        reasons = ", ".join(html.escape(self.readable(r)) for r in escalation.reasons)
         text = self.w.escalation.format(
             level_label=html.escape(self.w.level_labels.get(escalation.level, escalation.level)),
             ref=escalation.case_ref,
@@ -49,6 +49,16 @@ class StaffDesk:
                 time=local_time(escalation.acknowledged_at),
             )
         return text.strip()
+
+    def readable(self, reason: str) -> str:
+        """'rule:danger_now' -> 'rule: danger now'; 'model:embedded:self_harm 0.93' ->
+        'model: self harm 0.93'; answers use the wording file."""
+        if reason in self.w.reasons:
+            return self.w.reasons[reason]
+        kind, _, rest = reason.partition(":")
+        if kind == "model":
+            rest = rest.partition(":")[2] or rest  # drop the engine name
+        return f"{kind}: {rest.replace('_', ' ')}" if rest else reason
 
     async def acknowledge(self, escalation_id: int, by: str) -> tuple[bool, EscalationRow]:
         """Record who acknowledged; (False, row) if it was already acknowledged."""
