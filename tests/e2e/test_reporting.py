@@ -221,7 +221,7 @@ async def test_leave_now_button_deletes_the_conversation(
     assert len(user.history()) == 1, user.describe()
 
 
-@pytest.mark.parametrize("kind", ["photo", "video", "document", "voice"])
+@pytest.mark.parametrize("kind", ["photo", "video", "document", "voice", "location", "contact"])
 async def test_media_is_deleted_and_never_kept(
     emulator: BotApiEmulator, bot: BotProcess, staff_chat: SimGroup, kind: str
 ) -> None:
@@ -367,3 +367,14 @@ async def test_question_about_the_service_is_answered_then_back_to_the_report(
     answer = await user.wait_for_bot_message(contains="never ask your name")
     assert "Telegram itself knows" in message_text(answer)
     await user.wait_for_bot_message(contains="What is happening")  # asked again, not skipped
+
+
+async def test_reply_to_reporter_survives_telegram_throttling_and_errors(
+    emulator: BotApiEmulator, bot: BotProcess
+) -> None:
+    user = emulator.user(2018, "Sol")
+    emulator.fail_next("sendMessage", status=429, retry_after=1, chat_id=user.id)
+    emulator.fail_next("sendMessage", status=500, chat_id=user.id)
+    await user.send_text("/start")
+    await user.wait_for_bot_message(contains="Who is this about?", timeout=15)
+    assert [r.status for r in emulator.requests_for("sendMessage")][:2] == [429, 500]
