@@ -164,7 +164,7 @@ async def test_rules_never_lower_what_the_model_says() -> None:
 
 async def test_unsure_safeguarding_message_errs_towards_a_human() -> None:
     policy = UrgencyPolicy.load()
-    out = _output("report_other", 0.4, immediate_danger=0.3, out_of_scope=0.3)
+    out = _output("report_other", 0.4, immediate_danger=0.2, out_of_scope=0.4)
     text = "not sure what is going on with her lately"
     assert policy.judge(out, text).level is Level.HIGH
     sure = _output("report_other", 0.9, immediate_danger=0.05)
