@@ -18,6 +18,7 @@ from bot.crypto import create_keys, keys_exist
 from bot.dialogue.engine import Button, Inbound, Reply
 from bot.dialogue.service import Origin
 from bot.runtime import open_services
+from nlu.pipeline import model_path
 
 # The terminal has one reporter; the id only feeds the keyed pseudonym, as a Telegram id would.
 TERMINAL_REPORTER_ID = 0
@@ -83,6 +84,9 @@ def parse_line(line: str, buttons: list[Button]) -> Inbound:
 
 async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> None:
     ensure_demo_keys(settings, out)
+    if not model_path().exists():
+        out.write("Getting the language model ready (first run only, a few seconds)...\n")
+        out.flush()
     alerted: list[bool] = []
     async with open_services(settings, on_alert=lambda: alerted.append(True)) as services:
         messenger = TerminalMessenger(out)

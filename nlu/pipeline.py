@@ -92,6 +92,11 @@ class Nlu:
         return ParseResult(text, out, urgency)
 
 
+def model_path(data_dir: Path = DEFAULT_DATA_DIR, model_dir: Path = DEFAULT_MODEL_DIR) -> Path:
+    """Where the model for the current training data is (or will be) saved."""
+    return model_dir / f"embedded-{data_fingerprint(data_dir)}.npz"
+
+
 def load_embedded_model(
     data_dir: Path = DEFAULT_DATA_DIR, model_dir: Path = DEFAULT_MODEL_DIR, *, retrain: bool = False
 ) -> EmbeddedModel:
@@ -99,7 +104,7 @@ def load_embedded_model(
 
     The file name carries a hash of the training data, so editing the data retrains once.
     """
-    path = model_dir / f"embedded-{data_fingerprint(data_dir)}.npz"
+    path = model_path(data_dir, model_dir)
     if path.exists() and not retrain:
         return EmbeddedModel.load(path)
     model = EmbeddedModel.train(load_training_data(data_dir))
