@@ -301,24 +301,16 @@ def nlu_evaluate(
 ) -> None:
     """Per-intent precision/recall/F1, urgent recall and false-escalation rate on held-out data."""
     from nlu.evaluation import DEFAULT_TEST_PATH, cross_validate, evaluate
-    from nlu.pipeline import UrgencyPolicy, load_embedded_model
-    from nlu.safety import SafetyRules
+    from nlu.pipeline import build_nlu
     from nlu.training_data import load_training_data
 
     settings = _settings(ctx, quiet=True)
     path = test_file or DEFAULT_TEST_PATH
 
     def run() -> None:
-        rules, policy = SafetyRules.load(), UrgencyPolicy.load()
+        nlu = build_nlu(settings.nlu.engine, settings.nlu.rasa_url)
         data = load_training_data()
-        model = load_embedded_model()
-        if settings.nlu.engine == "rasa":
-            from nlu.rasa_client import RasaEngine
-
-            engine: Any = RasaEngine(settings.nlu.rasa_url, fallback=model)
-        else:
-            engine = model
-        result = evaluate(engine, load_training_data(path), rules, policy, data.intents)
+        result = evaluate(nlu, load_training_data(path), data.intents)
         typer.echo(
             f"Held-out test set {path} ({len(result.gold)} messages), "
             f"engine {settings.nlu.engine}:\n"
@@ -329,7 +321,7 @@ def nlu_evaluate(
         if result.missed:
             typer.echo(f"\nurgent messages not escalated: {len(result.missed)}")
         if cv:
-            folds = cross_validate(data, cv, rules, policy)
+            folds = cross_validate(data, cv, nlu.rules, nlu.policy)
             typer.echo(
                 f"\n{cv}-fold cross-validation on the training data ({len(folds.gold)} messages):\n"
             )

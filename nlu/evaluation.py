@@ -17,7 +17,7 @@ from nlu.embedded import SEED, EmbeddedModel
 from nlu.pipeline import Nlu, UrgencyPolicy
 from nlu.safety import SafetyRules
 from nlu.training_data import Example, TrainingData
-from nlu.types import IntentModel, ParseResult
+from nlu.types import ParseResult
 
 DEFAULT_TEST_PATH = Path(__file__).with_name("tests") / "test_nlu.yml"
 
@@ -123,15 +123,10 @@ async def _run(nlu: Nlu, examples: list[Example], evaluation: Evaluation) -> Non
         evaluation.add(example, await nlu.parse(example.text), nlu.policy)
 
 
-def evaluate(
-    model: IntentModel,
-    test: TrainingData,
-    rules: SafetyRules,
-    policy: UrgencyPolicy,
-    labels: list[str],
-) -> Evaluation:
+def evaluate(nlu: Nlu, test: TrainingData, labels: list[str]) -> Evaluation:
+    """Score the whole pipeline (model, urgency policy, safety rules) on labelled messages."""
     evaluation = Evaluation(labels=labels)
-    asyncio.run(_run(Nlu(model, rules, policy), test.examples, evaluation))
+    asyncio.run(_run(nlu, test.examples, evaluation))
     return evaluation
 
 

@@ -67,9 +67,13 @@ def _data_files(paths: Iterable[Path] | Path) -> list[Path]:
 
 def data_fingerprint(paths: Iterable[Path] | Path = DEFAULT_DATA_DIR) -> str:
     """A short hash of the training files' names and bytes: the model's version."""
+    return _fingerprint((path.name, path.read_bytes()) for path in _data_files(paths))
+
+
+def _fingerprint(files: Iterable[tuple[str, bytes]]) -> str:
     digest = hashlib.sha256()
-    for path in _data_files(paths):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for name, raw in files:
+        digest.update(name.encode() + b"\0" + raw)
     return digest.hexdigest()[:16]
 
 
@@ -80,9 +84,10 @@ def load_training_data(paths: Iterable[Path] | Path = DEFAULT_DATA_DIR) -> Train
         raise ConfigError(f"no training data files found in {paths}")
     data = TrainingData()
     seen: dict[str, str] = {}
-    for path in files:
-        _parse_file(path, path.read_text(encoding="utf-8"), data, seen)
-    data.fingerprint = data_fingerprint(files)
+    contents = [(path, path.read_bytes()) for path in files]  # read once: parse and hash
+    for path, raw in contents:
+        _parse_file(path, raw.decode("utf-8"), data, seen)
+    data.fingerprint = _fingerprint((path.name, raw) for path, raw in contents)
     return data
 
 

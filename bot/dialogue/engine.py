@@ -541,17 +541,14 @@ def match_phrase(text: str, choices: dict[str, list[str]]) -> str | None:
     folded = _fold(text)
     if not folded:
         return None
-    for key, phrases in choices.items():
-        if any(folded == _fold(p) for p in phrases):
+    options = {key: [f for f in map(_fold, phrases) if f] for key, phrases in choices.items()}
+    for key, phrases in options.items():
+        if folded in phrases:
             return key
     if len(folded.split()) > 6:
         return None
     padded = f" {folded} "
-    hits = {
-        key
-        for key, phrases in choices.items()
-        if any(f" {_fold(p)} " in padded for p in phrases if _fold(p))
-    }
+    hits = {key for key, phrases in options.items() if any(f" {p} " in padded for p in phrases)}
     return hits.pop() if len(hits) == 1 else None
 
 
