@@ -8,10 +8,11 @@ Environment variables beat the file; the file beats the defaults.
 from __future__ import annotations
 
 import os
+from datetime import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +21,7 @@ from pydantic_settings import (
 )
 
 from bot.errors import ConfigError
+from bot.escalation.rota import RotaSettings
 
 DEFAULT_CONFIG_PATH = Path("config/settings.toml")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,13 +45,72 @@ class StorageSettings(BaseModel):
 
 
 class LevelPolicy(BaseModel):
+    """How one urgency level pages people (see bot/escalation/policy.py for the steps)."""
+
+    # Who hears first: the person on call (and the staff chat), the whole team, or nobody
+    # (the case waits in /queue and the daily digest).
+    notify: Literal["on_call", "team", "queue"] = "on_call"
+    # Unacknowledged after this long: page the backup.
     ack_timeout_seconds: int = Field(gt=0)
+    # Still unacknowledged after this long (from the start): page everyone. None: never.
+    everyone_after_seconds: int | None = Field(default=None, gt=0)
+    # Then page everyone again this often until someone acknowledges. None: no repeats.
+    repeat_every_seconds: int | None = Field(default=None, gt=0)
+    # Hold the first page until working hours begin (rota.working_hours).
+    wait_for_working_hours: bool = False
+
+    @model_validator(mode="after")
+    def _steps_in_order(self) -> LevelPolicy:
+        if (
+            self.everyone_after_seconds is not None
+            and self.everyone_after_seconds <= self.ack_timeout_seconds
+        ):
+            raise ValueError("everyone_after_seconds must be longer than ack_timeout_seconds")
+        return self
 
 
 class EscalationSettings(BaseModel):
-    immediate: LevelPolicy = LevelPolicy(ack_timeout_seconds=120)
-    high: LevelPolicy = LevelPolicy(ack_timeout_seconds=900)
-    routine: LevelPolicy = LevelPolicy(ack_timeout_seconds=86_400)
+    immediate: LevelPolicy = LevelPolicy(
+        notify="on_call",
+        ack_timeout_seconds=120,
+        everyone_after_seconds=300,
+        repeat_every_seconds=300,
+    )
+    high: LevelPolicy = LevelPolicy(
+        notify="on_call",
+        ack_timeout_seconds=900,
+        everyone_after_seconds=3600,
+        repeat_every_seconds=3600,
+    )
+    routine: LevelPolicy = LevelPolicy(
+        notify="queue", ack_timeout_seconds=86_400, wait_for_working_hours=True
+    )
+    # What an alert shows of the reporter's own words: "summary" (signals and reasons only;
+    # the words are read with a staff key) or "full" (the message that raised the alert).
+    alert_text: Literal["summary", "full"] = "summary"
+    # The daily digest (open cases by level, unacknowledged, oldest) posted to the staff chat,
+    # local time in rota.timezone.
+    digest_time: time = time(9, 0)
+    # At most this many staff-chat messages a minute (Telegram allows about 20 in a group);
+    # alerts due beyond it are combined into one message.
+    staff_chat_per_minute: int = Field(default=18, gt=0, le=20)
+
+    @model_validator(mode="after")
+    def _routine_waits_in_the_queue(self) -> EscalationSettings:
+        # Routine reports are worked from /queue and the digest; paging for them would wake
+        # people for what can wait, and the alert table only holds immediate and high.
+        if self.routine.notify != "queue":
+            raise ValueError('escalation.routine.notify must be "queue"')
+        return self
+
+
+class HealthSettings(BaseModel):
+    # An HTTP health endpoint (GET /healthz) on 127.0.0.1; None: off. `safeguard health`
+    # answers the same question by exit status.
+    http_port: int | None = Field(default=None, ge=1, le=65535)
+    # Unhealthy when the delivery worker has not checked in for this long, or an alert has
+    # waited this long for delivery.
+    stale_after_seconds: int = Field(default=120, gt=0)
 
 
 class NluSettings(BaseModel):
@@ -78,9 +139,21 @@ class Settings(BaseSettings):
     staff: StaffSettings = StaffSettings()
     storage: StorageSettings = StorageSettings()
     escalation: EscalationSettings = EscalationSettings()
+    rota: RotaSettings = RotaSettings()
+    health: HealthSettings = HealthSettings()
     nlu: NluSettings = NluSettings()
     dialogue: DialogueSettings = DialogueSettings()
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _rota_people_are_staff(self) -> Settings:
+        strangers = [n for n, uid in self.rota.people.items() if uid not in self.staff.members]
+        if strangers:
+            raise ValueError(
+                f"rota.people names {', '.join(strangers)}, whose Telegram id is not in "
+                "staff.members: they could be paged but could not acknowledge"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

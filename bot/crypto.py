@@ -119,6 +119,7 @@ _FORMAT_V1: Final = 1
 _REPORT_INFO_PREFIX: Final = b"safeguard/report/v1|"
 _DRAFT_AAD_PREFIX: Final = b"safeguard/draft/v1|"
 _REPLY_HANDLE_AAD_PREFIX: Final = b"safeguard/reply-handle/v1|"
+_TRANSIT_AAD_PREFIX: Final = b"safeguard/transit/v1|"
 _PSEUDONYM_PREFIX: Final = b"reporter:"
 
 _SUITE: Final = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
@@ -336,6 +337,18 @@ class BotCrypto:
     def open_draft(self, pseudonym: str, sealed: bytes) -> bytes:
         """Decrypt a draft sealed for ``pseudonym``; :class:`TamperedError` on any failure."""
         return _aead_open(self._draft_aead, sealed, _DRAFT_AAD_PREFIX + pseudonym.encode(), "draft")
+
+    def seal_transit(self, context: str, plaintext: bytes) -> bytes:
+        """Encrypt words the bot itself must read again soon, bound to ``context``: an alert's
+        trigger until it is acknowledged, a follow-up until it is posted to staff, a staff
+        reply the reporter may read again while the case is open. Erased when done."""
+        return _aead_seal(self._draft_aead, plaintext, _TRANSIT_AAD_PREFIX + context.encode())
+
+    def open_transit(self, context: str, sealed: bytes) -> bytes:
+        """Decrypt what :meth:`seal_transit` sealed for ``context``; :class:`TamperedError`."""
+        return _aead_open(
+            self._draft_aead, sealed, _TRANSIT_AAD_PREFIX + context.encode(), "transit text"
+        )
 
     def seal_reply_handle(self, reference: str, chat_id: int) -> bytes:
         """Encrypt the Telegram chat id a staff reply for case ``reference`` goes to."""

@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bot.config import Settings
-from bot.crypto import BotCrypto
+from bot.crypto import BotCrypto, StaffKey
 from bot.dialogue.content import Content
 from bot.dialogue.service import ReportingService
 from bot.escalation.desk import StaffDesk
+from bot.escalation.paging import Paging
+from bot.escalation.rota import Rota
 from bot.storage.sqlite import SqliteStore
 from nlu.pipeline import build_nlu
 
@@ -35,14 +37,18 @@ class Services:
     crypto: BotCrypto
     reporting: ReportingService
     desk: StaffDesk
+    paging: Paging
 
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, on_alert: Callable[[], None] | None = None
+    settings: Settings,
+    on_alert: Callable[[], None] | None = None,
+    staff_key: StaffKey | None = None,
 ) -> AsyncIterator[Services]:
     content = Content.load(settings.dialogue.content_dir, settings.dialogue.language)
     crypto = BotCrypto.load(settings.storage.data_dir)
+    paging = Paging(settings.escalation, Rota(settings.rota), settings.staff.members, crypto)
     nlu = build_nlu(settings.nlu.engine, settings.nlu.rasa_url)
     async with SqliteStore(settings.storage.data_dir) as store:
         try:
@@ -51,8 +57,9 @@ async def open_services(
                 content=content,
                 store=store,
                 crypto=crypto,
-                reporting=ReportingService(content, store, crypto, nlu, on_alert=on_alert),
-                desk=StaffDesk(store, crypto, content),
+                reporting=ReportingService(content, store, crypto, nlu, paging, on_alert=on_alert),
+                desk=StaffDesk(store, crypto, content, paging, staff_key),
+                paging=paging,
             )
         finally:
             close = getattr(nlu.model, "close", None)  # the Rasa client holds an HTTP session

@@ -89,13 +89,23 @@ class Buttons(_Strict):
 
 class StaffWording(_Strict):
     escalation: str
+    their_words: str
+    read_with: str
+    still_waiting: str
+    resent_note: str
+    combined_header: str
     level_labels: dict[str, str]
     audience_labels: dict[str, str]
     reasons: dict[str, str]
     acknowledge_button: str
+    take_button: str
     acknowledged: str
+    taken: str
+    closed_line: str
     not_staff: str
     already_acknowledged: str
+    already_taken: str
+    you_took: str
     unknown_button: str
     reply_usage: str
     reply_sent: str
@@ -103,6 +113,52 @@ class StaffWording(_Strict):
     reply_failed: str
     case_not_found: str
     to_reporter: str
+    followup_header: str
+    followup_on_closed: str
+    queue_header: str
+    queue_empty: str
+    queue_line: str
+    queue_more: str
+    queue_unacknowledged: str
+    queue_taken: str
+    queue_in_progress: str
+    queue_no_one_yet: str
+    age_minutes: str
+    age_hours: str
+    age_days: str
+    digest: str
+    digest_oldest: str
+    case_header: str
+    case_dates: str
+    case_owner: str
+    not_sent_yet: str
+    nobody_yet: str
+    replies_allowed: str
+    replies_not_allowed: str
+    status_labels: dict[str, str]
+    alerts_title: str
+    waiting_state: str
+    timeline_title: str
+    event_labels: dict[str, str]
+    how_to_read: str
+    content_title: str
+    record_labels: dict[str, str]
+    record_unreadable: str
+    note_line: str
+    note_usage: str
+    note_saved: str
+    close_usage: str
+    closed: str
+    already_closed: str
+    reopen_usage: str
+    reopened: str
+    not_closed: str
+    case_usage: str
+    outcomes: dict[str, str]
+    oncall_taken: str
+    not_in_rota: str
+    handover_usage: str
+    staff_help: str
 
 
 class Wording(_Strict):
@@ -123,6 +179,13 @@ class Wording(_Strict):
     back_to_question: str
     followup_added: str
     ask_audience_first: str
+    followup_usage: str
+    followup_not_found: str
+    followup_busy: str
+    followup_attached: str
+    followup_no_replies: str
+    seen_by_team: str
+    reply_expected: str
     media_removed: str
     media_not_kept: str
     media_kinds: dict[str, str]

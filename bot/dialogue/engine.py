@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,7 +52,8 @@ MEDIA_DELETED = frozenset(
     }
 )
 
-InboundKind = Literal["start", "help", "exit", "text", "button", "media", "edited"]
+# "followup" is /followup REF: the service looks the case up and calls `Engine.attach`.
+InboundKind = Literal["start", "help", "exit", "text", "button", "media", "edited", "followup"]
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,33 @@ class Engine:
                     self._button(turn, d, inbound)
                     return turn
         self._ask_current(turn, d)
+        return turn
+
+    def attach(self, draft: Draft | None, ref: str | None, replies: Sequence[str]) -> Turn:
+        """/followup REF: carry on adding to a report sent earlier (after the chat was
+        cleared, or from another phone), and read what the team has replied so far.
+
+        `ref` is None when no open case has that reference. A report still being written is
+        never thrown away for it: the reporter is asked to send or leave that one first.
+        """
+        turn = Turn(draft=draft)
+        if ref is None:
+            turn.outputs.append(Reply(self.w.followup_not_found))
+            return turn
+        if draft is not None and draft.step != DONE and (draft.answers or draft.opening):
+            turn.outputs.append(Reply(self.w.followup_busy))
+            self._ask_current(turn, draft)
+            return turn
+        d = Draft(step=DONE, case_ref=ref, message_ids=draft.message_ids if draft else [])
+        turn.draft = d
+        turn.outputs.append(Reply(self.w.followup_attached.format(ref=ref)))
+        for text in replies:
+            turn.outputs.append(
+                Reply(self.w.staff.to_reporter.format(ref=ref, text=html.escape(text)))
+            )
+        if not replies:
+            turn.outputs.append(Reply(self.w.followup_no_replies))
+        turn.outputs.append(self._done_prompt(d))
         return turn
 
     # ----------------------------------------------------------------- urgent

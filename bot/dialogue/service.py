@@ -37,7 +37,10 @@ from bot.dialogue.engine import (
     Turn,
     UrgentSignal,
 )
-from bot.errors import StorageError, TamperedError
+from bot.errors import NotFoundError, StorageError, TamperedError
+from bot.escalation.paging import NOTICE_PRIORITY, Paging, followup_context, reply_context
+from bot.escalation.policy import STAFF_CHAT, dm
+from bot.reports.reference import normalise_reference
 from bot.storage.sqlite import SqliteStore, Tx
 from nlu.pipeline import Nlu
 from nlu.types import ParseResult
@@ -75,6 +78,7 @@ class ReportingService:
         store: SqliteStore,
         crypto: BotCrypto,
         nlu: Nlu,
+        paging: Paging,
         on_alert: Callable[[], None] | None = None,
     ) -> None:
         self.content = content
@@ -82,6 +86,7 @@ class ReportingService:
         self.store = store
         self.crypto = crypto
         self.nlu = nlu
+        self.paging = paging
         self._on_alert = on_alert
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -127,8 +132,11 @@ class ReportingService:
         if origin.update_id is not None and await self.store.was_processed(origin.update_id):
             return None
         draft = await self._load_draft(pseudonym)
-        understood = await self.understand(inbound)
-        turn = self.engine.handle(draft, inbound, understood)
+        if inbound.kind == "followup":
+            turn = await self._attach(draft, inbound.text)
+        else:
+            turn = self.engine.handle(draft, inbound, await self.understand(inbound))
+            self._add_when_to_expect_reply(turn)
         alerted = False
         async with self.store.transaction() as tx:
             for event in turn.events:
@@ -142,6 +150,48 @@ class ReportingService:
         if alerted and self._on_alert is not None:
             self._on_alert()
         return turn
+
+    async def _attach(self, draft: Draft | None, ref_text: str) -> Turn:
+        ref = normalise_reference(ref_text)
+        if ref is None:
+            return Turn(draft=draft, outputs=[Reply(self.content.wording.followup_usage)])
+        try:
+            await self.store.get_case(ref)
+        except NotFoundError:
+            log.info("followup_reference_unknown")
+            return self.engine.attach(draft, None, [])
+        log.info("followup_attached case=%s", ref)
+        return self.engine.attach(draft, ref, await self._replies_for_reporter(ref))
+
+    async def _replies_for_reporter(self, ref: str) -> list[str]:
+        replies = []
+        for event in await self.store.case_events(ref):
+            if event.action != "replied" or event.for_reporter is None:
+                continue
+            try:
+                replies.append(
+                    self.crypto.open_transit(reply_context(ref), event.for_reporter).decode()
+                )
+            except TamperedError:
+                log.error("reply_unreadable case=%s", ref)
+        return replies
+
+    def _add_when_to_expect_reply(self, turn: Turn) -> None:
+        """A routine report sent out of hours waits for the morning: say so, honestly."""
+        submitted = any(isinstance(e, Submitted) for e in turn.events)
+        if not submitted or turn.draft is None or turn.draft.alerted:
+            return
+        now = datetime.now(UTC)
+        rota = self.paging.rota
+        if not self.paging.policy_for("routine").wait_for_working_hours:
+            return
+        if rota.is_working_time(now):
+            return
+        start = rota.next_working_start(now)
+        if start is None:
+            return
+        when = start.strftime("%A at %H:%M").replace(" at 0", " at ")
+        turn.outputs.append(Reply(self.content.wording.reply_expected.format(when=when)))
 
     async def _load_draft(self, pseudonym: str) -> Draft | None:
         sealed = await self.store.load_draft(pseudonym)
@@ -178,7 +228,14 @@ class ReportingService:
                     ref, "alert", draft, level=level.value, reasons=list(reasons), trigger=trigger
                 )
                 await tx.add_record(ref, "alert", self.crypto.seal_report(ref, snapshot))
-                escalation_id = await tx.add_escalation(ref, level.value, reasons)
+                now = datetime.now(UTC)
+                escalation_id = await tx.add_escalation(
+                    ref,
+                    level.value,
+                    reasons,
+                    paging_from=self.paging.paging_from(level.value, now),
+                    trigger_sealed=self.paging.seal_trigger(ref, inbound.text),
+                )
                 declined = draft is not None and _consent(draft) is False
                 if origin.reply_address is not None and not declined:
                     await tx.set_reply_handle(
@@ -198,14 +255,32 @@ class ReportingService:
                 await self._apply_consent(tx, ref, _consent(draft), origin)
                 log.info("report_submitted case=%s", ref)
             case FollowUp(reference=ref, text=text):
+                await tx.ensure_case(ref, pseudonym, audience)
                 record = self._record(ref, "followup", None, text=text)
                 await tx.add_record(ref, "followup", self.crypto.seal_report(ref, record))
+                await self._tell_staff_of_followup(tx, ref, text)
                 log.info("followup_added case=%s", ref)
+                return True
             case ReplyConsent(reference=ref, allowed=allowed) if ref is not None:
                 await self._apply_consent(tx, ref, allowed, origin)
             case DraftErased():
                 log.info("draft_erased")
         return False
+
+    async def _tell_staff_of_followup(self, tx: Tx, ref: str, text: str) -> None:
+        """A new message on a case reaches the staff chat (and whoever took the case) as new
+        text from the bot, never a forward, which could show who sent it."""
+        body = None
+        if self.paging.settings.alert_text == "full":
+            body = self.crypto.seal_transit(followup_context(ref), text.encode())
+        recipients = [STAFF_CHAT]
+        assigned = await tx.assigned_to(ref)
+        if assigned is not None:
+            recipients.append(dm(assigned))
+        for recipient in recipients:
+            await tx.add_delivery(
+                "followup", recipient, NOTICE_PRIORITY, case_ref=ref, body_sealed=body
+            )
 
     async def _apply_consent(self, tx: Tx, ref: str, allowed: bool | None, origin: Origin) -> None:
         if allowed and origin.reply_address is not None:

@@ -1,10 +1,18 @@
-"""Delivers alerts from the outbox to the staff chat, retrying until each one is through.
+"""Delivers every message to staff from the `deliveries` table, and runs the timers.
 
-The alert row was committed before anything was sent (bot.dialogue.service), so this worker
-can crash or be killed at any point: on restart it finds the undelivered rows and sends them.
-Immediate alerts go before high ones. Telegram's `retry_after` is honoured; other failures back
-off exponentially up to a minute. (The on-call rota, re-escalation timers and de-duplication of a
-send that succeeded just before a crash belong to the on-call queue work.)
+Each cycle: fire paging steps that have come due (`paging.py`), post the daily digest when it
+is due, then send what is waiting, most urgent first and the person on call before the group.
+
+Never lose: a row is committed before anything is sent, so a crash or `kill -9` at any point
+leaves it to be sent after the restart. Never double: a row is marked sent in the transaction
+right after Telegram answers, so only a crash inside that window (the request went out, the
+mark did not land) can repeat a message; the row is then marked `sending_since`, and the
+repeat says it may be one (`StaffDesk.render(resent=True)`).
+
+Telegram's limits: a group takes about 20 messages a minute. When more alerts are due for the
+staff chat than that allows, they wait a moment and go out combined in one message (each with
+its own buttons) instead of queueing for minutes. Direct messages go at most one a second per
+person. `retry_after` on 429 is honoured; other failures back off exponentially to a minute.
 """
 
 from __future__ import annotations
@@ -12,14 +20,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time as monotonic_time
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
 from typing import Protocol
 
-from bot.storage.base import EscalationRow, OutboxItem
-from bot.storage.sqlite import SqliteStore
+from bot.escalation.desk import StaffDesk, StaffMessage
+from bot.escalation.paging import NOTICE_PRIORITY, Paging, utcnow
+from bot.escalation.policy import STAFF_CHAT
+from bot.storage.base import DeliveryRow
+from bot.storage.sqlite import SqliteStore, iso
 
 log = logging.getLogger("safeguard.escalation")
 
 MAX_BACKOFF_SECONDS = 60.0
+# More alerts than this in one message would be too long to read on a phone at 3 a.m.
+MAX_COMBINED = 8
+DM_GAP_SECONDS = 1.0
+SEND_TIMEOUT_SECONDS = 20.0
+HEARTBEAT_SECONDS = 10.0
+DIGEST = "digest"
+HEARTBEAT = "heartbeat"
 
 
 class DeliveryDelayed(Exception):
@@ -30,17 +52,38 @@ class DeliveryDelayed(Exception):
         self.retry_after = retry_after
 
 
+class RecipientUnreachable(Exception):
+    """A staff member the bot cannot message directly (never started it, or blocked it)."""
+
+
 class StaffNotifier(Protocol):
-    async def post_alert(self, escalation: EscalationRow) -> int:
-        """Post the alert to the staff chat; return the staff-chat message id."""
+    async def send(self, recipient: str, message: StaffMessage) -> int:
+        """Send to 'staff_chat' or 'dm:<name>'; return the message id."""
         ...
 
 
-class OutboxWorker:
-    def __init__(self, store: SqliteStore, notifier: StaffNotifier, idle_seconds: float = 1.0):
+class DeliveryWorker:
+    def __init__(
+        self,
+        store: SqliteStore,
+        desk: StaffDesk,
+        paging: Paging,
+        notifier: StaffNotifier,
+        *,
+        staff_chat_per_minute: int = 18,
+        digest_time: time | None = None,
+        idle_seconds: float = 0.5,
+    ) -> None:
         self.store = store
+        self.desk = desk
+        self.paging = paging
         self.notifier = notifier
+        self.staff_chat_per_minute = staff_chat_per_minute
+        self.digest_time = digest_time
         self.idle_seconds = idle_seconds
+        self._staff_chat_sends: deque[float] = deque()
+        self._last_dm: dict[str, float] = {}
+        self._last_heartbeat = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -49,7 +92,7 @@ class OutboxWorker:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-worker")
+        self._task = asyncio.create_task(self._run(), name="delivery-worker")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -60,52 +103,159 @@ class OutboxWorker:
 
     async def _run(self) -> None:
         while True:
-            try:
-                delivered = await self.deliver_due()
-            except Exception as exc:  # the worker must outlive any one failure
-                log.error("outbox_cycle_failed error=%s", type(exc).__name__)
-                delivered = 0
-            if delivered:
-                continue
             self._wake.clear()
+            try:
+                busy = await self.run_once()
+            except Exception as exc:  # the worker must outlive any one failure
+                log.error("delivery_cycle_failed error=%s", type(exc).__name__)
+                busy = 0
+            if busy:
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.idle_seconds)
 
-    async def deliver_due(self) -> int:
-        delivered = 0
-        for item in await self.store.due_outbox():
-            if await self._deliver(item):
-                delivered += 1
-        return delivered
+    async def run_once(self, now: datetime | None = None) -> int:
+        """One cycle; returns how many steps fired and messages went out."""
+        now = now or utcnow()
+        await self._heartbeat(now)
+        busy = await self.paging.fire_due(self.store, now)
+        await self._digest_if_due(now)
+        return busy + await self.deliver_due(now)
 
-    async def _deliver(self, item: OutboxItem) -> bool:
-        escalation = await self.store.get_escalation(item.escalation_id)
+    # ------------------------------------------------------------------ sending
+    async def deliver_due(self, now: datetime | None = None) -> int:
+        rows = await self.store.due_deliveries(iso(now or utcnow()))
+        by_recipient: dict[str, list[DeliveryRow]] = {}
+        for row in rows:
+            by_recipient.setdefault(row.recipient, []).append(row)
+        # The person on call first: direct messages before the group, urgent before routine.
+        order = sorted(
+            by_recipient,
+            key=lambda r: (min(x.priority for x in by_recipient[r]), r == STAFF_CHAT),
+        )
+        batches = [
+            (recipient, _batch(by_recipient[recipient]))
+            for recipient in order
+            if self._may_send(recipient)
+        ]
+        results = await asyncio.gather(*(self._send(r, b) for r, b in batches))
+        return sum(results)
+
+    def _may_send(self, recipient: str) -> bool:
+        clock = monotonic_time.monotonic()
+        if recipient == STAFF_CHAT:
+            window = self._staff_chat_sends
+            while window and window[0] <= clock - 60.0:
+                window.popleft()
+            return len(window) < self.staff_chat_per_minute
+        return clock - self._last_dm.get(recipient, -DM_GAP_SECONDS) >= DM_GAP_SECONDS
+
+    def _spent(self, recipient: str) -> None:
+        clock = monotonic_time.monotonic()
+        if recipient == STAFF_CHAT:
+            self._staff_chat_sends.append(clock)
+        else:
+            self._last_dm[recipient] = clock
+
+    async def _send(self, recipient: str, rows: list[DeliveryRow]) -> int:
+        ids = [r.id for r in rows]
+        resent = any(r.sending_since is not None for r in rows)
+        refs = ",".join(dict.fromkeys(r.case_ref or "-" for r in rows))
+        async with self.store.transaction() as tx:
+            await tx.deliveries_sending(ids)
+        self._spent(recipient)
         try:
-            message_id = await self.notifier.post_alert(escalation)
+            message = await self.desk.render(rows, resent=resent)
+            message_id = await asyncio.wait_for(
+                self.notifier.send(recipient, message), SEND_TIMEOUT_SECONDS
+            )
         except DeliveryDelayed as exc:
-            await self._failed(item, "retry_after", exc.retry_after)
-            return False
+            await self._failed(ids, refs, "retry_after", exc.retry_after)
+            return 0
+        except RecipientUnreachable:
+            log.warning("staff_unreachable kind=%s case=%s", rows[0].kind, refs)
+            async with self.store.transaction() as tx:
+                await tx.deliveries_cancelled(ids, "unreachable")
+            return 0
+        except TimeoutError:
+            # It may have gone out: keep the rows marked, so a retry says it may repeat.
+            await self._failed(ids, refs, "timeout", _backoff(rows), uncertain=True)
+            return 0
         except Exception as exc:
-            backoff = min(2.0**item.attempts, MAX_BACKOFF_SECONDS)
-            await self._failed(item, type(exc).__name__, backoff)
-            return False
+            await self._failed(ids, refs, type(exc).__name__, _backoff(rows))
+            return 0
         async with self.store.transaction() as tx:
-            await tx.outbox_sent(item.id, message_id)
+            await tx.deliveries_sent(ids, message_id)
         log.info(
-            "alert_delivered case=%s escalation=%s attempts=%s",
-            item.case_ref,
-            item.escalation_id,
-            item.attempts + 1,
+            "staff_message_delivered kind=%s case=%s rows=%s attempts=%s",
+            rows[0].kind,
+            refs,
+            len(rows),
+            max(r.attempts for r in rows) + 1,
         )
-        return True
+        return 1
 
-    async def _failed(self, item: OutboxItem, error: str, retry_in: float) -> None:
-        log.warning(
-            "alert_delivery_failed case=%s escalation=%s error=%s retry_in=%.1f",
-            item.case_ref,
-            item.escalation_id,
-            error,
-            retry_in,
-        )
+    async def _failed(
+        self, ids: Sequence[int], refs: str, error: str, retry_in: float, uncertain: bool = False
+    ) -> None:
+        log.warning("staff_message_failed case=%s error=%s retry_in=%.1f", refs, error, retry_in)
         async with self.store.transaction() as tx:
-            await tx.outbox_failed(item.id, error, retry_in)
+            await tx.deliveries_failed(ids, error, retry_in, keep_sending=uncertain)
+
+    # ------------------------------------------------------------------ timers
+    async def _heartbeat(self, now: datetime) -> None:
+        clock = monotonic_time.monotonic()
+        if clock - self._last_heartbeat < HEARTBEAT_SECONDS:
+            return
+        self._last_heartbeat = clock
+        async with self.store.transaction() as tx:
+            await tx.set_clock(HEARTBEAT, iso(now))
+
+    async def _digest_if_due(self, now: datetime) -> None:
+        if self.digest_time is None:
+            return
+        due = await self.store.clock(DIGEST)
+        if due is None:
+            async with self.store.transaction() as tx:
+                await tx.set_clock(DIGEST, iso(self._next_digest(now)))
+            return
+        if due > iso(now):
+            return
+        async with self.store.transaction() as tx:
+            if await tx.set_clock(DIGEST, iso(self._next_digest(now)), expected=due):
+                await tx.add_delivery("digest", STAFF_CHAT, NOTICE_PRIORITY)
+                log.info("digest_queued")
+
+    def _next_digest(self, now: datetime) -> datetime:
+        assert self.digest_time is not None
+        zone = self.paging.rota.zone
+        local = now.astimezone(zone)
+        candidate = datetime.combine(local.date(), self.digest_time, tzinfo=zone)
+        if candidate <= local:
+            candidate = datetime.combine(
+                local.date() + timedelta(days=1), self.digest_time, tzinfo=zone
+            )
+        return candidate.astimezone(UTC)
+
+
+def _batch(rows: list[DeliveryRow]) -> list[DeliveryRow]:
+    """What goes in the next message to one recipient: the most urgent row, and if it is an
+    alert, every other due alert (up to MAX_COMBINED cases) so a burst goes out as one."""
+    first = rows[0]
+    if first.kind != "alert":
+        return [first]
+    escalations: list[int | None] = []
+    batch = []
+    for row in rows:
+        if row.kind != "alert":
+            continue
+        if row.escalation_id not in escalations:
+            if len(escalations) == MAX_COMBINED:
+                continue
+            escalations.append(row.escalation_id)
+        batch.append(row)
+    return batch
+
+
+def _backoff(rows: Sequence[DeliveryRow]) -> float:
+    return min(2.0 ** max(r.attempts for r in rows), MAX_BACKOFF_SECONDS)

@@ -139,6 +139,11 @@ class Rota:
         self._by_id = {uid: name for name, uid in reversed(settings.people.items())}
 
     @property
+    def people(self) -> dict[str, int]:
+        """Display name -> Telegram user id, as configured."""
+        return dict(self._settings.people)
+
+    @property
     def zone(self) -> ZoneInfo:
         return self._zone
 

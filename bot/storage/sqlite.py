@@ -23,14 +23,26 @@ from typing import Any
 import aiosqlite
 
 from bot.errors import NotFoundError, StorageBusyError, StorageError
-from bot.storage.base import CaseRow, EscalationRow, OutboxItem, RecordRow
+from bot.storage.base import (
+    CaseEvent,
+    CaseRow,
+    DeliveryRow,
+    EscalationRow,
+    PagerHolder,
+    RecordRow,
+)
 
 DB_NAME = "safeguard.sqlite3"
 BUSY_TIMEOUT_MS = 5000
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return iso(datetime.now(UTC))
+
+
+def iso(moment: datetime) -> str:
+    """Timestamps are stored as UTC ISO-8601 text, so they sort and compare as strings."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -192,23 +204,102 @@ class SqliteStore:
         rows = await self._fetch("SELECT reply_handle FROM cases WHERE ref = ?", (ref,))
         return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
 
-    async def due_outbox(self, limit: int = 20) -> list[OutboxItem]:
-        """Undelivered alerts whose next attempt is due; immediate before high, oldest first."""
+    async def open_cases(self) -> list[CaseRow]:
         rows = await self._fetch(
-            "SELECT o.id, o.escalation_id, o.attempts, o.message_id, e.case_ref, e.level "
-            "FROM outbox o JOIN escalations e ON e.id = o.escalation_id "
-            "WHERE o.sent_at IS NULL AND o.next_attempt_at <= ? "
-            "ORDER BY CASE e.level WHEN 'immediate' THEN 0 ELSE 1 END, o.id LIMIT ?",
-            (now_iso(), limit),
+            f"SELECT {CaseRow.COLUMNS} FROM cases WHERE status = 'open' ORDER BY created_at"
         )
-        return [OutboxItem(*r) for r in rows]
+        return [CaseRow.from_row(r) for r in rows]
 
-    async def outbox_message_ids(self, escalation_id: int) -> list[int]:
+    async def unacknowledged(self) -> list[EscalationRow]:
         rows = await self._fetch(
-            "SELECT message_id FROM outbox WHERE escalation_id = ? AND message_id IS NOT NULL",
-            (escalation_id,),
+            f"SELECT {EscalationRow.COLUMNS} FROM escalations "
+            "WHERE acknowledged_at IS NULL ORDER BY id"
         )
-        return [int(r[0]) for r in rows]
+        return [EscalationRow.from_row(r) for r in rows]
+
+    async def due_escalations(self, now: str) -> list[EscalationRow]:
+        """Unacknowledged alerts whose next paging step has come due."""
+        rows = await self._fetch(
+            f"SELECT {EscalationRow.COLUMNS} FROM escalations "
+            "WHERE acknowledged_at IS NULL AND next_step_at IS NOT NULL AND next_step_at <= ? "
+            "ORDER BY CASE level WHEN 'immediate' THEN 0 ELSE 1 END, id",
+            (now,),
+        )
+        return [EscalationRow.from_row(r) for r in rows]
+
+    async def next_timer(self) -> str | None:
+        """The earliest pending paging step, so the worker can sleep until then."""
+        rows = await self._fetch(
+            "SELECT MIN(next_step_at) FROM escalations "
+            "WHERE acknowledged_at IS NULL AND next_step_at IS NOT NULL"
+        )
+        return rows[0][0] if rows else None
+
+    async def due_deliveries(self, now: str, limit: int = 100) -> list[DeliveryRow]:
+        """Messages to staff not yet sent, most urgent first, oldest first."""
+        rows = await self._fetch(
+            f"SELECT {DeliveryRow.COLUMNS} FROM deliveries "
+            "WHERE sent_at IS NULL AND cancelled_at IS NULL AND next_attempt_at <= ? "
+            "ORDER BY priority, id LIMIT ?",
+            (now, limit),
+        )
+        return [DeliveryRow.from_row(r) for r in rows]
+
+    async def next_delivery_at(self) -> str | None:
+        rows = await self._fetch(
+            "SELECT MIN(next_attempt_at) FROM deliveries "
+            "WHERE sent_at IS NULL AND cancelled_at IS NULL"
+        )
+        return rows[0][0] if rows else None
+
+    async def deliveries_for_message(self, recipient: str, message_id: int) -> list[DeliveryRow]:
+        """Every row shown in one sent message (several when alerts were combined)."""
+        rows = await self._fetch(
+            f"SELECT {DeliveryRow.COLUMNS} FROM deliveries "
+            "WHERE recipient = ? AND message_id = ? ORDER BY priority, id",
+            (recipient, message_id),
+        )
+        return [DeliveryRow.from_row(r) for r in rows]
+
+    async def sent_alert_messages(self, ref: str) -> list[tuple[str, int]]:
+        """(recipient, message id) of every alert message sent about a case, to edit on ack."""
+        rows = await self._fetch(
+            "SELECT DISTINCT recipient, message_id FROM deliveries "
+            "WHERE case_ref = ? AND kind = 'alert' AND message_id IS NOT NULL",
+            (ref,),
+        )
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    async def alert_shown_in(self, escalation_id: int, recipient: str, message_id: int) -> bool:
+        """Whether this alert really was in that message: a button's data is only trusted if
+        it names an alert the bot put on that very message."""
+        rows = await self._fetch(
+            "SELECT 1 FROM deliveries WHERE escalation_id = ? AND recipient = ? "
+            "AND message_id = ? AND kind = 'alert'",
+            (escalation_id, recipient, message_id),
+        )
+        return bool(rows)
+
+    async def case_events(self, ref: str) -> list[CaseEvent]:
+        rows = await self._fetch(
+            f"SELECT {CaseEvent.COLUMNS} FROM case_events WHERE case_ref = ? ORDER BY id", (ref,)
+        )
+        return [CaseEvent.from_row(r) for r in rows]
+
+    async def pager(self) -> PagerHolder | None:
+        rows = await self._fetch("SELECT name, since, until FROM pager WHERE id = 1")
+        return PagerHolder(*rows[0]) if rows else None
+
+    async def clock(self, name: str) -> str | None:
+        rows = await self._fetch("SELECT at FROM clock WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    async def oldest_undelivered_alert(self) -> str | None:
+        rows = await self._fetch(
+            "SELECT MIN(created_at) FROM deliveries "
+            "WHERE kind = 'alert' AND sent_at IS NULL AND cancelled_at IS NULL"
+        )
+        return rows[0][0] if rows else None
 
 
 class Tx:
@@ -269,42 +360,201 @@ class Tx:
     async def set_reply_handle(self, ref: str, sealed: bytes | None) -> None:
         await self._db.execute("UPDATE cases SET reply_handle = ? WHERE ref = ?", (sealed, ref))
 
-    async def add_escalation(self, ref: str, level: str, reasons: Sequence[str]) -> int:
-        """The escalation and its outbox row, together: on disk before anything is sent."""
+    async def add_escalation(
+        self,
+        ref: str,
+        level: str,
+        reasons: Sequence[str],
+        paging_from: str | None = None,
+        trigger_sealed: bytes | None = None,
+    ) -> int:
+        """A new alert with its paging timer due at `paging_from` (now by default). The
+        delivery worker fires step 0 from it; nothing is sent before this is committed."""
         created = now_iso()
         cur = await self._db.execute(
-            "INSERT INTO escalations (case_ref, level, reasons, created_at) VALUES (?, ?, ?, ?)",
-            (ref, level, json.dumps(list(reasons)), created),
+            "INSERT INTO escalations (case_ref, level, reasons, created_at, step, next_step_at, "
+            "paging_from, trigger_sealed) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+            (
+                ref,
+                level,
+                json.dumps(list(reasons)),
+                created,
+                paging_from or created,
+                paging_from or created,
+                trigger_sealed,
+            ),
         )
-        escalation_id = int(cur.lastrowid or 0)
-        await self._db.execute(
-            "INSERT INTO outbox (escalation_id, created_at, next_attempt_at) VALUES (?, ?, ?)",
-            (escalation_id, created, created),
-        )
-        return escalation_id
+        return int(cur.lastrowid or 0)
 
-    async def outbox_sent(self, outbox_id: int, message_id: int) -> None:
-        await self._db.execute(
-            "UPDATE outbox SET sent_at = ?, message_id = ?, attempts = attempts + 1 WHERE id = ?",
-            (now_iso(), message_id, outbox_id),
-        )
+    async def fire_step(
+        self,
+        escalation: EscalationRow,
+        step: int,
+        next_step_at: str | None,
+        recipients: Sequence[str],
+        priority: int,
+    ) -> bool:
+        """Record that paging step `step` fired: its deliveries and the next timer, at once.
 
-    async def outbox_failed(self, outbox_id: int, error: str, retry_in: float) -> None:
-        next_at = (datetime.now(UTC) + timedelta(seconds=retry_in)).isoformat(
-            timespec="milliseconds"
-        )
-        await self._db.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
-            "WHERE id = ?",
-            (error, next_at, outbox_id),
-        )
-
-    async def acknowledge(self, escalation_id: int, by: str) -> bool:
-        """True if this call acknowledged it; False if someone already had."""
+        Compare-and-set on the step already fired, so two workers (or a restart racing a
+        slow commit) cannot fire the same step twice.
+        """
         cur = await self._db.execute(
-            "UPDATE escalations SET acknowledged_at = ?, acknowledged_by = ? "
-            "WHERE id = ? AND acknowledged_at IS NULL",
-            (now_iso(), by, escalation_id),
+            "UPDATE escalations SET step = ?, next_step_at = ? "
+            "WHERE id = ? AND step = ? AND acknowledged_at IS NULL",
+            (step + 1, next_step_at, escalation.id, escalation.step),
+        )
+        if cur.rowcount != 1:
+            return False
+        for recipient in recipients:
+            await self.add_delivery(
+                "alert",
+                recipient,
+                priority,
+                case_ref=escalation.case_ref,
+                escalation_id=escalation.id,
+            )
+        return True
+
+    async def add_delivery(
+        self,
+        kind: str,
+        recipient: str,
+        priority: int,
+        *,
+        case_ref: str | None = None,
+        escalation_id: int | None = None,
+        body_sealed: bytes | None = None,
+    ) -> int:
+        created = now_iso()
+        cur = await self._db.execute(
+            "INSERT INTO deliveries (kind, escalation_id, case_ref, recipient, priority, "
+            "body_sealed, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, escalation_id, case_ref, recipient, priority, body_sealed, created, created),
+        )
+        return int(cur.lastrowid or 0)
+
+    async def deliveries_sending(self, ids: Sequence[int]) -> None:
+        await self._db.execute(
+            f"UPDATE deliveries SET sending_since = ? WHERE id IN ({_marks(ids)})",
+            (now_iso(), *ids),
+        )
+
+    async def deliveries_sent(self, ids: Sequence[int], message_id: int) -> None:
+        # The words of a follow-up were only kept to be sent: gone now it is.
+        await self._db.execute(
+            "UPDATE deliveries SET sent_at = ?, message_id = ?, attempts = attempts + 1, "
+            f"body_sealed = NULL WHERE id IN ({_marks(ids)})",
+            (now_iso(), message_id, *ids),
+        )
+
+    async def deliveries_failed(
+        self, ids: Sequence[int], error: str, retry_in: float, keep_sending: bool = False
+    ) -> None:
+        """Try again in `retry_in` seconds. `keep_sending`: the request may have gone out
+        (a timeout), so the retry must say it may be a repeat."""
+        next_at = iso(datetime.now(UTC) + timedelta(seconds=retry_in))
+        clear = "" if keep_sending else ", sending_since = NULL"
+        await self._db.execute(
+            "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+            f"{clear} WHERE id IN ({_marks(ids)})",
+            (error, next_at, *ids),
+        )
+
+    async def deliveries_cancelled(self, ids: Sequence[int], error: str) -> None:
+        await self._db.execute(
+            "UPDATE deliveries SET cancelled_at = ?, last_error = ?, body_sealed = NULL "
+            f"WHERE id IN ({_marks(ids)})",
+            (now_iso(), error, *ids),
+        )
+
+    async def acknowledge(self, ref: str, by: str) -> list[int]:
+        """Stop paging for a case: every open alert of it acknowledged by `by`, their timers
+        cleared, messages not yet sent cancelled. Returns the escalation ids it acknowledged
+        (empty if someone else got there first)."""
+        now = now_iso()
+        rows = await self._db.execute_fetchall(
+            "SELECT id FROM escalations WHERE case_ref = ? AND acknowledged_at IS NULL", (ref,)
+        )
+        ids = [int(r[0]) for r in rows]
+        if not ids:
+            return []
+        await self._db.execute(
+            "UPDATE escalations SET acknowledged_at = ?, acknowledged_by = ?, "
+            "next_step_at = NULL, trigger_sealed = NULL "
+            f"WHERE id IN ({_marks(ids)})",
+            (now, by, *ids),
+        )
+        await self._db.execute(
+            "UPDATE deliveries SET cancelled_at = ?, body_sealed = NULL "
+            f"WHERE escalation_id IN ({_marks(ids)}) AND sent_at IS NULL AND cancelled_at IS NULL",
+            (now, *ids),
+        )
+        return ids
+
+    async def assigned_to(self, ref: str) -> str | None:
+        row = await self._one("SELECT assigned_to FROM cases WHERE ref = ?", (ref,))
+        return str(row[0]) if row and row[0] is not None else None
+
+    async def assign(self, ref: str, name: str) -> None:
+        await self._db.execute("UPDATE cases SET assigned_to = ? WHERE ref = ?", (name, ref))
+
+    async def close_case(self, ref: str, outcome: str) -> bool:
+        cur = await self._db.execute(
+            "UPDATE cases SET status = 'closed', outcome = ?, closed_at = ? "
+            "WHERE ref = ? AND status = 'open'",
+            (outcome, now_iso(), ref),
+        )
+        # Staff replies kept for the reporter to read again go with the open case.
+        await self._db.execute(
+            "UPDATE case_events SET for_reporter = NULL WHERE case_ref = ?", (ref,)
+        )
+        return cur.rowcount == 1
+
+    async def reopen_case(self, ref: str) -> bool:
+        cur = await self._db.execute(
+            "UPDATE cases SET status = 'open', outcome = NULL, closed_at = NULL "
+            "WHERE ref = ? AND status = 'closed'",
+            (ref,),
+        )
+        return cur.rowcount == 1
+
+    async def add_event(
+        self,
+        ref: str | None,
+        actor: str,
+        action: str,
+        detail: str | None = None,
+        *,
+        sealed: bytes | None = None,
+        for_reporter: bytes | None = None,
+    ) -> None:
+        await self._db.execute(
+            "INSERT INTO case_events (at, case_ref, actor, action, detail, sealed, for_reporter) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (now_iso(), ref, actor, action, detail, sealed, for_reporter),
+        )
+
+    async def take_pager(self, name: str, until: str) -> None:
+        await self._db.execute(
+            "INSERT INTO pager (id, name, since, until) VALUES (1, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET name = excluded.name, since = excluded.since, "
+            "until = excluded.until",
+            (name, now_iso(), until),
+        )
+
+    async def set_clock(self, name: str, at: str, expected: str | None = None) -> bool:
+        """Set a named timer; with `expected`, only if it still holds that value (so a timer
+        that fired is moved on exactly once)."""
+        if expected is None:
+            await self._db.execute(
+                "INSERT INTO clock (name, at) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET at = excluded.at",
+                (name, at),
+            )
+            return True
+        cur = await self._db.execute(
+            "UPDATE clock SET at = ? WHERE name = ? AND at = ?", (at, name, expected)
         )
         return cur.rowcount == 1
 
@@ -312,6 +562,12 @@ class Tx:
         await self._db.execute(
             "DELETE FROM processed_updates WHERE processed_at < ?", (cutoff_iso,)
         )
+
+
+def _marks(ids: Sequence[int]) -> str:
+    if not ids:
+        raise StorageError("an empty id list")
+    return ", ".join("?" for _ in ids)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""The Telegram bot: wires routers, middlewares and the alert outbox, then long-polls."""
+"""The Telegram bot: wires routers, middlewares, the delivery worker and the health endpoint,
+then long-polls."""
 
 from __future__ import annotations
 
@@ -10,22 +11,16 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramRetryAfter
-from aiogram.types import (
-    ErrorEvent,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    LinkPreviewOptions,
-)
+from aiogram.types import ErrorEvent, LinkPreviewOptions
 
 from bot.config import Settings
+from bot.crypto import StaffKey
 from bot.errors import ConfigError
-from bot.escalation.desk import StaffDesk
-from bot.escalation.outbox import DeliveryDelayed, OutboxWorker
+from bot.escalation.health import HealthServer
+from bot.escalation.outbox import DeliveryWorker
 from bot.runtime import open_services
-from bot.storage.base import EscalationRow
-from bot.telegram.callbacks import AckAlert
 from bot.telegram.middlewares import InFlight, RetryRequests
+from bot.telegram.notifier import TelegramStaffNotifier
 from bot.telegram.routers import groups, reporter, staff
 
 log = logging.getLogger("safeguard.telegram")
@@ -35,35 +30,8 @@ DRAIN_SECONDS = 10.0
 UPDATE_MEMORY = timedelta(days=7)
 
 
-class TelegramStaffNotifier:
-    """Posts alerts to the staff chat with an Acknowledge button."""
-
-    def __init__(self, bot: Bot, chat_id: int, desk: StaffDesk, button_label: str) -> None:
-        self.bot = bot
-        self.chat_id = chat_id
-        self.desk = desk
-        self.button_label = button_label
-
-    async def post_alert(self, escalation: EscalationRow) -> int:
-        markup = InlineKeyboardMarkup(
-            inline_keyboard=[
-                [
-                    InlineKeyboardButton(
-                        text=self.button_label, callback_data=AckAlert(e=escalation.id).pack()
-                    )
-                ]
-            ]
-        )
-        try:
-            message = await self.bot.send_message(
-                self.chat_id, await self.desk.alert_text(escalation), reply_markup=markup
-            )
-        except TelegramRetryAfter as exc:
-            raise DeliveryDelayed(exc.retry_after) from None
-        return message.message_id
-
-
-def build_bot(settings: Settings) -> Bot:
+def build_bot(settings: Settings, retry: bool = True) -> Bot:
+    """`retry=False` for the delivery worker, which retries per recipient itself."""
     token = settings.telegram.token
     if token is None or not token.get_secret_value():
         raise ConfigError(
@@ -71,7 +39,8 @@ def build_bot(settings: Settings) -> Bot:
             "(`safeguard chat` needs none)"
         )
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram.api_base))
-    session.middleware(RetryRequests())
+    if retry:
+        session.middleware(RetryRequests())
     return Bot(
         token.get_secret_value(),
         session=session,
@@ -99,37 +68,50 @@ def build_dispatcher(settings: Settings, in_flight: InFlight) -> Dispatcher:
     return dp
 
 
-async def run_bot(settings: Settings) -> None:
+async def run_bot(settings: Settings, staff_key: StaffKey | None = None) -> None:
     if settings.staff.chat_id is None:
         raise ConfigError("staff.chat_id is not set: alerts would have nowhere to go")
     bot = build_bot(settings)
+    alert_bot = build_bot(settings, retry=False)
     in_flight = InFlight()
     dp = build_dispatcher(settings, in_flight)
-    worker: OutboxWorker | None = None
+    worker: DeliveryWorker | None = None
 
     def wake_worker() -> None:
         if worker is not None:
             worker.wake()
 
-    async with open_services(settings, on_alert=wake_worker) as services:
+    async with open_services(settings, on_alert=wake_worker, staff_key=staff_key) as services:
         notifier = TelegramStaffNotifier(
-            bot,
-            settings.staff.chat_id,
-            services.desk,
-            services.content.wording.staff.acknowledge_button,
+            alert_bot, settings.staff.chat_id, services.desk, services.paging
         )
-        worker = OutboxWorker(services.store, notifier)
+        worker = DeliveryWorker(
+            services.store,
+            services.desk,
+            services.paging,
+            notifier,
+            staff_chat_per_minute=settings.escalation.staff_chat_per_minute,
+            digest_time=settings.escalation.digest_time,
+        )
+        health = HealthServer(services.store, settings.health)
 
         async def on_startup() -> None:
             assert worker is not None
             await services.store.forget_old_updates(UPDATE_MEMORY)
             worker.start()
-            log.info("bot_started staff_key=%s", services.crypto.staff_fingerprint)
+            await health.start()
+            log.info(
+                "bot_started staff_key=%s unlocked=%s",
+                services.crypto.staff_fingerprint,
+                staff_key is not None,
+            )
 
         async def on_shutdown() -> None:
             await in_flight.drain(DRAIN_SECONDS)
             assert worker is not None
             await worker.stop()
+            await health.stop()
+            await alert_bot.session.close()
             log.info("bot_stopped")
 
         dp.startup.register(on_startup)
@@ -140,5 +122,7 @@ async def run_bot(settings: Settings) -> None:
             allowed_updates=dp.resolve_used_update_types(),
             service=services.reporting,
             desk=services.desk,
+            paging=services.paging,
             content=services.content,
+            notifier=notifier,
         )

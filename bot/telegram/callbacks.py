@@ -17,5 +17,9 @@ class ReporterAction(CallbackData, prefix="r"):
     t: int = 0  # turn
 
 
-class AckAlert(CallbackData, prefix="ack"):
+class AlertAction(CallbackData, prefix="alert"):
+    """A staff button on an alert. Trusted only if the bot put that alert on that very
+    message (`SqliteStore.alert_shown_in`), so forged data naming another alert is refused."""
+
+    a: str  # "ack" | "take"
     e: int  # escalation id

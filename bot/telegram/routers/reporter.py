@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiogram import Bot, F, Router
-from aiogram.filters import Command
+from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message, Update
 
 from bot.dialogue.engine import Inbound
@@ -51,6 +51,19 @@ async def exit_(
     message: Message, event_update: Update, bot: Bot, service: ReportingService
 ) -> None:
     await _handle(service, bot, message, event_update, Inbound("exit"))
+
+
+@router.message(Command("followup"))
+async def followup(
+    message: Message,
+    command: CommandObject,
+    event_update: Update,
+    bot: Bot,
+    service: ReportingService,
+) -> None:
+    """/followup REF: add to a report sent earlier, or read the team's replies again."""
+    inbound = Inbound("followup", text=command.args or "")
+    await _handle(service, bot, message, event_update, inbound)
 
 
 @router.message(F.text)
