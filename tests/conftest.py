@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from bot.crypto import create_keys
+from bot.config import EscalationSettings, LevelPolicy
+from bot.crypto import BotCrypto, create_keys
+from bot.escalation.paging import Paging
+from bot.escalation.rota import Rota, RotaSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PASSPHRASE = "correct horse battery staple"
@@ -38,3 +41,16 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     create_keys(path, TEST_PASSPHRASE, **FAST_KDF)
     return path
+
+
+def make_paging(
+    crypto: BotCrypto,
+    rota: RotaSettings | None = None,
+    members: list[int] | None = None,
+    **policies: LevelPolicy,
+) -> Paging:
+    """Paging for tests. Routine reports do not wait for working hours unless a test says so,
+    so what the reporter is told does not depend on the time of day the suite runs."""
+    routine = LevelPolicy(notify="queue", ack_timeout_seconds=86_400)
+    settings = EscalationSettings(**{"routine": routine, **policies})
+    return Paging(settings, Rota(rota or RotaSettings()), members or [], crypto)

@@ -73,6 +73,7 @@ class DeliveryWorker:
         staff_chat_per_minute: int = 18,
         digest_time: time | None = None,
         idle_seconds: float = 0.5,
+        dm_gap_seconds: float = DM_GAP_SECONDS,
     ) -> None:
         self.store = store
         self.desk = desk
@@ -81,6 +82,7 @@ class DeliveryWorker:
         self.staff_chat_per_minute = staff_chat_per_minute
         self.digest_time = digest_time
         self.idle_seconds = idle_seconds
+        self.dm_gap_seconds = dm_gap_seconds
         self._staff_chat_sends: deque[float] = deque()
         self._last_dm: dict[str, float] = {}
         self._last_heartbeat = 0.0
@@ -148,7 +150,8 @@ class DeliveryWorker:
             while window and window[0] <= clock - 60.0:
                 window.popleft()
             return len(window) < self.staff_chat_per_minute
-        return clock - self._last_dm.get(recipient, -DM_GAP_SECONDS) >= DM_GAP_SECONDS
+        last = self._last_dm.get(recipient)
+        return last is None or clock - last >= self.dm_gap_seconds
 
     def _spent(self, recipient: str) -> None:
         clock = monotonic_time.monotonic()
@@ -223,7 +226,7 @@ class DeliveryWorker:
             return
         async with self.store.transaction() as tx:
             if await tx.set_clock(DIGEST, iso(self._next_digest(now)), expected=due):
-                await tx.add_delivery("digest", STAFF_CHAT, NOTICE_PRIORITY)
+                await tx.add_delivery("digest", STAFF_CHAT, NOTICE_PRIORITY, due=iso(now))
                 log.info("digest_queued")
 
     def _next_digest(self, now: datetime) -> datetime:

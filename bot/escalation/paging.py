@@ -118,7 +118,12 @@ class Paging:
         next_at = started + policy.offset(level_policy, step + 1)
         async with store.transaction() as tx:
             if not await tx.fire_step(
-                escalation, step, iso(next_at), recipients, PRIORITY[escalation.level]
+                escalation,
+                step,
+                iso(next_at),
+                recipients,
+                PRIORITY[escalation.level],
+                fired_at=iso(now),
             ):
                 return 0
             await tx.add_event(

@@ -393,6 +393,7 @@ class Tx:
         next_step_at: str | None,
         recipients: Sequence[str],
         priority: int,
+        fired_at: str | None = None,
     ) -> bool:
         """Record that paging step `step` fired: its deliveries and the next timer, at once.
 
@@ -413,6 +414,7 @@ class Tx:
                 priority,
                 case_ref=escalation.case_ref,
                 escalation_id=escalation.id,
+                due=fired_at,
             )
         return True
 
@@ -425,8 +427,9 @@ class Tx:
         case_ref: str | None = None,
         escalation_id: int | None = None,
         body_sealed: bytes | None = None,
+        due: str | None = None,
     ) -> int:
-        created = now_iso()
+        created = due or now_iso()
         cur = await self._db.execute(
             "INSERT INTO deliveries (kind, escalation_id, case_ref, recipient, priority, "
             "body_sealed, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -16,7 +16,7 @@ from bot.dialogue.engine import Button, Inbound, Reply
 from bot.dialogue.service import Origin, ReportingService
 from bot.storage.sqlite import DB_NAME, SqliteStore
 from nlu.pipeline import Nlu, build_nlu
-from tests.conftest import ROOT, TEST_PASSPHRASE
+from tests.conftest import ROOT, TEST_PASSPHRASE, make_paging
 
 REPORTER = 7_123_456_789
 CANARY = "canary-Zq81-violet-umbrella"
@@ -70,7 +70,12 @@ def nlu() -> Nlu:
 
 @pytest.fixture
 def service(content: Content, store: SqliteStore, data_dir: Path, nlu: Nlu) -> ReportingService:
-    return ReportingService(content, store, BotCrypto.load(data_dir), nlu)
+    return _service(content, store, data_dir, nlu)
+
+
+def _service(content: Content, store: SqliteStore, data_dir: Path, nlu: Nlu) -> ReportingService:
+    crypto = BotCrypto.load(data_dir)
+    return ReportingService(content, store, crypto, nlu, make_paging(crypto))
 
 
 class Reporter:
@@ -160,20 +165,20 @@ async def test_a_restart_resumes_where_the_reporter_was(
     content: Content, data_dir: Path, nlu: Nlu
 ) -> None:
     async with SqliteStore(data_dir) as store:
-        first = ReportingService(content, store, BotCrypto.load(data_dir), nlu)
+        first = _service(content, store, data_dir, nlu)
         r = Reporter(first)
         await r.do(Inbound("start"))
         await r.press(content.wording.audiences["worried_adult"])
         await r.say("my neighbour's child")
     async with SqliteStore(data_dir) as store:
-        second = ReportingService(content, store, BotCrypto.load(data_dir), nlu)
+        second = _service(content, store, data_dir, nlu)
         r.service = second
         r.m.replies.clear()
         await r.do(Inbound("start"))
         assert content.wording.questions["who_other"]["default"] in r.m.text()
 
 
-async def test_danger_phrase_writes_alert_and_outbox_before_replying(
+async def test_danger_phrase_writes_alert_and_its_timer_before_replying(
     service: ReportingService, content: Content, data_dir: Path
 ) -> None:
     r = Reporter(service)
@@ -181,8 +186,10 @@ async def test_danger_phrase_writes_alert_and_outbox_before_replying(
     assert r.m.replies[0].html.count("999") >= 1  # signposting comes first
     cases = await service.store.list_cases()
     assert len(cases) == 1 and cases[0].level == "immediate"
-    due = await service.store.due_outbox()
-    assert len(due) == 1 and due[0].level == "immediate"
+    # The paging timer is due now: the delivery worker fires step 0 from it.
+    due = await service.store.due_escalations("9999")
+    assert len(due) == 1 and due[0].level == "immediate" and due[0].step == 0
+    assert due[0].trigger_sealed is None  # alert_text is "summary" unless the team chose "full"
     (alert,) = await service.store.records_for(cases[0].ref)
     body = json.loads(
         StaffKey.unlock(data_dir, TEST_PASSPHRASE).open_report(cases[0].ref, alert.sealed)

@@ -36,11 +36,14 @@ async def test_acknowledging_twice_counts_once(tmp_path: Path) -> None:
         async with store.transaction() as tx:
             await tx.ensure_case("AAAA-BBBB-CCCC", "p", None)
             escalation = await tx.add_escalation("AAAA-BBBB-CCCC", "immediate", ["rule:x"])
+            second = await tx.add_escalation("AAAA-BBBB-CCCC", "high", ["rule:y"])
         async with store.transaction() as tx:
-            assert await tx.acknowledge(escalation, "Sam") is True
+            assert await tx.acknowledge("AAAA-BBBB-CCCC", "Sam") == [escalation, second]
         async with store.transaction() as tx:
-            assert await tx.acknowledge(escalation, "Ann") is False
-        assert (await store.get_escalation(escalation)).acknowledged_by == "Sam"
+            assert await tx.acknowledge("AAAA-BBBB-CCCC", "Ann") == []
+        row = await store.get_escalation(escalation)
+        assert row.acknowledged_by == "Sam" and row.next_step_at is None
+        assert await store.due_escalations("9999") == []
 
 
 async def test_case_level_only_rises(tmp_path: Path) -> None:
