@@ -123,6 +123,7 @@ class StaffWording(_Strict):
     queue_taken: str
     queue_in_progress: str
     queue_no_one_yet: str
+    age_seconds: str
     age_minutes: str
     age_hours: str
     age_days: str

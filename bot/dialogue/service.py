@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from bot.crypto import BotCrypto
 from bot.dialogue.content import Content
-from bot.dialogue.draft import Draft
+from bot.dialogue.draft import DONE, Draft
 from bot.dialogue.engine import (
     ClearChat,
     DraftErased,
@@ -96,6 +96,23 @@ class ReportingService:
             lock = asyncio.Lock()
             self._locks[pseudonym] = lock
         return lock
+
+    async def track_outbound(self, chat_id: int, ref: str, message_ids: Sequence[int]) -> None:
+        """The team sent the reporter something (a reply, "a person has seen it"): remember
+        the messages so Leave now deletes them too. With no conversation open, what the
+        reporter types next is added to that case, as an answer to the team."""
+        if not message_ids:
+            return
+        # A private chat's id is the user's id, so this is the reporter's pseudonym.
+        pseudonym = self.crypto.pseudonym_for(chat_id)
+        async with self._lock_for(pseudonym):
+            draft = await self._load_draft(pseudonym) or Draft(step=DONE, case_ref=ref)
+            draft.track(list(message_ids))
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.save_draft(pseudonym, self._seal_draft(pseudonym, draft))
+            except StorageError as exc:
+                log.warning("trace_not_saved error=%s", type(exc).__name__)
 
     async def understand(self, inbound: Inbound) -> ParseResult | None:
         """Every word the reporter sends goes through the NLU, at any step."""

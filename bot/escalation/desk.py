@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.crypto import BotCrypto, StaffKey
@@ -28,8 +28,8 @@ from bot.storage.sqlite import SqliteStore, iso
 log = logging.getLogger("safeguard.escalation")
 
 LEVEL_ORDER = ("immediate", "high", "routine", "none")
-# A page sent this long after paging began is a re-escalation, and says so.
-REPAGE_AFTER_SECONDS = 30
+# A page sent this long after paging began is a re-escalation (or late), and says so.
+REPAGE_AFTER_SECONDS = 1
 QUEUE_LINES_PER_LEVEL = 15
 
 
@@ -155,8 +155,7 @@ class StaffDesk:
         if paged_at and escalation.acknowledged_at is None:
             waited = datetime.fromisoformat(paged_at) - datetime.fromisoformat(started)
             if waited.total_seconds() >= REPAGE_AFTER_SECONDS:
-                minutes = max(1, round(waited.total_seconds() / 60))
-                lines.append(self.w.still_waiting.format(minutes=minutes))
+                lines.append(self.w.still_waiting.format(waited=self._duration(waited)))
         if escalation.acknowledged_at:
             lines.append(
                 self.w.acknowledged.format(
@@ -235,7 +234,13 @@ class StaffDesk:
         )
 
     def _age(self, iso: str, now: datetime) -> str:
-        minutes = int((now - datetime.fromisoformat(iso)).total_seconds() // 60)
+        return self._duration(now - datetime.fromisoformat(iso))
+
+    def _duration(self, span: timedelta) -> str:
+        seconds = int(span.total_seconds())
+        if seconds < 60:
+            return self.w.age_seconds.format(seconds=max(seconds, 0))
+        minutes = seconds // 60
         if minutes < 60:
             return self.w.age_minutes.format(minutes=max(minutes, 0))
         if minutes < 48 * 60:

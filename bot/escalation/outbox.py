@@ -40,6 +40,7 @@ MAX_COMBINED = 8
 DM_GAP_SECONDS = 1.0
 SEND_TIMEOUT_SECONDS = 20.0
 HEARTBEAT_SECONDS = 10.0
+STOP_GRACE_SECONDS = 5.0
 DIGEST = "digest"
 HEARTBEAT = "heartbeat"
 
@@ -88,6 +89,7 @@ class DeliveryWorker:
         self._last_heartbeat = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         """Called right after an alert is committed, so it goes out without waiting a tick."""
@@ -96,22 +98,30 @@ class DeliveryWorker:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="delivery-worker")
 
-    async def stop(self) -> None:
-        if self._task is not None:
+    async def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+        """Finish the cycle in progress (a message half-sent would be repeated after the
+        restart), then stop; cancel only if it takes longer than `grace_seconds`."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace_seconds)
+        except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._task = None
+        self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 busy = await self.run_once()
             except Exception as exc:  # the worker must outlive any one failure
                 log.error("delivery_cycle_failed error=%s", type(exc).__name__)
                 busy = 0
-            if busy:
+            if busy or self._stopping:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.idle_seconds)

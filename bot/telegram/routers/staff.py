@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from aiogram import Bot, F, Router
@@ -20,6 +21,7 @@ from aiogram.types import CallbackQuery, Message, User
 
 from bot.config import Settings
 from bot.dialogue.content import Content, StaffWording
+from bot.dialogue.service import ReportingService
 from bot.errors import NotFoundError
 from bot.escalation.desk import ActionResult, StaffDesk
 from bot.escalation.paging import Paging, utcnow
@@ -44,6 +46,32 @@ STAFF_COMMANDS = (
 )
 
 
+@dataclass(frozen=True)
+class StaffTurn:
+    """One staff command: who sent it (by rota name), its arguments, and the services."""
+
+    message: Message
+    args: str
+    name: str
+    desk: StaffDesk
+    paging: Paging
+    content: Content
+    bot: Bot
+    notifier: TelegramStaffNotifier
+    service: ReportingService
+
+    @property
+    def w(self) -> StaffWording:
+        return self.content.wording.staff
+
+    async def answer_html(self, text: str) -> None:
+        for part in split_html(text):
+            await self.message.answer(part)
+
+
+StaffHandler = Callable[[StaffTurn], Awaitable[None]]
+
+
 def build_router(settings: Settings) -> Router:
     router = Router(name="staff")
     staff_chat = settings.staff.chat_id
@@ -60,16 +88,12 @@ def build_router(settings: Settings) -> Router:
             return None
         return paging.staff_name(user.id, user.first_name)
 
-    async def reply_html(message: Message, text: str) -> None:
-        for part in split_html(text):
-            await message.answer(part)
-
     def staff_command(
         *names: str, private_too: bool = True
-    ) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
+    ) -> Callable[[StaffHandler], StaffHandler]:
         """Register a staff command in the staff chat and in private chats; refuse strangers."""
 
-        def register(handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        def register(handler: StaffHandler) -> StaffHandler:
             async def guarded(
                 message: Message,
                 command: CommandObject,
@@ -78,6 +102,7 @@ def build_router(settings: Settings) -> Router:
                 content: Content,
                 bot: Bot,
                 notifier: TelegramStaffNotifier,
+                service: ReportingService,
             ) -> None:
                 name = staff_name(message.from_user, paging)
                 if name is None:
@@ -86,19 +111,12 @@ def build_router(settings: Settings) -> Router:
                         raise SkipHandler  # just words for the reporter flow
                     return
                 w = content.wording.staff
+                args = (command.args or "").strip()
+                ctx = StaffTurn(message, args, name, desk, paging, content, bot, notifier, service)
                 try:
-                    await handler(
-                        message,
-                        (command.args or "").strip(),
-                        name,
-                        desk,
-                        paging,
-                        w,
-                        bot,
-                        notifier,
-                    )
+                    await handler(ctx)
                 except NotFoundError:
-                    ref = normalise_reference((command.args or "").split(" ", 1)[0]) or "?"
+                    ref = normalise_reference(args.split(" ", 1)[0]) or "?"
                     await message.reply(w.case_not_found.format(ref=html.escape(ref)))
 
             where = (in_staff_chat | private) if private_too else in_staff_chat
@@ -110,165 +128,94 @@ def build_router(settings: Settings) -> Router:
     # /help in a private chat is the reporter's help; staff use /staff there.
     @staff_command("staff")
     @staff_command("help", private_too=False)
-    async def staff_help(
-        message: Message,
-        args: str,
-        name: str,
-        desk: StaffDesk,
-        paging: Paging,
-        w: StaffWording,
-        *_: object,
-    ) -> None:
-        await message.answer(w.staff_help.format(outcomes=", ".join(w.outcomes)))
+    async def staff_help(t: StaffTurn) -> None:
+        await t.message.answer(t.w.staff_help.format(outcomes=", ".join(t.w.outcomes)))
 
     @staff_command("queue")
-    async def queue(
-        message: Message,
-        args: str,
-        name: str,
-        desk: StaffDesk,
-        paging: Paging,
-        w: StaffWording,
-        *_: object,
-    ) -> None:
-        await reply_html(message, await desk.queue_text())
+    async def queue(t: StaffTurn) -> None:
+        await t.answer_html(await t.desk.queue_text())
 
     @staff_command("case")
-    async def case(
-        message: Message,
-        args: str,
-        name: str,
-        desk: StaffDesk,
-        paging: Paging,
-        w: StaffWording,
-        *_: object,
-    ) -> None:
-        ref = normalise_reference(args.split(" ", 1)[0]) if args else None
+    async def case(t: StaffTurn) -> None:
+        ref = normalise_reference(t.args.split(" ", 1)[0]) if t.args else None
         if ref is None:
-            await message.reply(w.case_usage)
+            await t.message.reply(t.w.case_usage)
             return
-        await reply_html(message, await desk.case_text(ref))
+        await t.answer_html(await t.desk.case_text(ref))
 
     @staff_command("reply")
-    async def reply(
-        message: Message,
-        args: str,
-        name: str,
-        desk: StaffDesk,
-        paging: Paging,
-        w: StaffWording,
-        bot: Bot,
-        *_: object,
-    ) -> None:
-        ref, body = _ref_and_text(args)
+    async def reply(t: StaffTurn) -> None:
+        ref, body = _ref_and_text(t.args)
         if ref is None or not body:
-            await message.reply(w.reply_usage)
+            await t.message.reply(t.w.reply_usage)
             return
-        address = await desk.reply_address(ref)
+        address = await t.desk.reply_address(ref)
         if address is None:
-            await message.reply(w.reply_not_allowed.format(ref=ref))
+            await t.message.reply(t.w.reply_not_allowed.format(ref=ref))
             return
+        sent: list[int] = []
         try:
-            for part in split_html(w.to_reporter.format(ref=ref, text=html.escape(body))):
-                await bot.send_message(address, part)
+            for part in split_html(t.w.to_reporter.format(ref=ref, text=html.escape(body))):
+                sent.append((await t.bot.send_message(address, part)).message_id)
         except Exception as exc:  # any transport failure: tell the staff member, log the class
             log.warning("staff_reply_failed case=%s error=%s", ref, type(exc).__name__)
-            await message.reply(w.reply_failed.format(ref=ref))
+            await t.message.reply(t.w.reply_failed.format(ref=ref))
             return
-        await desk.record_reply(ref, name, body)
-        await message.reply(w.reply_sent.format(ref=ref))
+        finally:
+            await t.service.track_outbound(address, ref, sent)
+        await t.desk.record_reply(ref, t.name, body)
+        await t.message.reply(t.w.reply_sent.format(ref=ref))
 
     @staff_command("note")
-    async def note(
-        message: Message,
-        args: str,
-        name: str,
-        desk: StaffDesk,
-        paging: Paging,
-        w: StaffWording,
-        *_: object,
-    ) -> None:
-        ref, body = _ref_and_text(args)
+    async def note(t: StaffTurn) -> None:
+        ref, body = _ref_and_text(t.args)
         if ref is None or not body:
-            await message.reply(w.note_usage)
+            await t.message.reply(t.w.note_usage)
             return
-        await desk.note(ref, name, body)
-        await message.reply(w.note_saved.format(ref=ref))
+        await t.desk.note(ref, t.name, body)
+        await t.message.reply(t.w.note_saved.format(ref=ref))
 
     @staff_command("close")
-    async def close(
-        message: Message,
-        args: str,
-        name: str,
-        desk: StaffDesk,
-        paging: Paging,
-        w: StaffWording,
-        bot: Bot,
-        notifier: TelegramStaffNotifier,
-    ) -> None:
-        ref, outcome = _ref_and_text(args)
+    async def close(t: StaffTurn) -> None:
+        ref, outcome = _ref_and_text(t.args)
         outcome = outcome.strip().lower().replace(" ", "_")
-        if ref is None or outcome not in w.outcomes:
-            await message.reply(w.close_usage.format(outcomes=", ".join(w.outcomes)))
+        if ref is None or outcome not in t.w.outcomes:
+            await t.message.reply(t.w.close_usage.format(outcomes=", ".join(t.w.outcomes)))
             return
-        result = await desk.close(ref, name, outcome)
+        result = await t.desk.close(ref, t.name, outcome)
         if not result.done:
-            await message.reply(w.already_closed.format(ref=ref))
+            await t.message.reply(t.w.already_closed.format(ref=ref))
             return
-        await message.reply(w.closed.format(ref=ref, outcome=html.escape(w.outcomes[outcome])))
-        await notifier.refresh(ref, bot)
+        outcome_label = html.escape(t.w.outcomes[outcome])
+        await t.message.reply(t.w.closed.format(ref=ref, outcome=outcome_label))
+        await t.notifier.refresh(ref, t.bot)
 
     @staff_command("reopen")
-    async def reopen(
-        message: Message,
-        args: str,
-        name: str,
-        desk: StaffDesk,
-        paging: Paging,
-        w: StaffWording,
-        bot: Bot,
-        notifier: TelegramStaffNotifier,
-    ) -> None:
-        ref = normalise_reference(args.split(" ", 1)[0]) if args else None
+    async def reopen(t: StaffTurn) -> None:
+        ref = normalise_reference(t.args.split(" ", 1)[0]) if t.args else None
         if ref is None:
-            await message.reply(w.reopen_usage)
+            await t.message.reply(t.w.reopen_usage)
             return
-        result = await desk.reopen(ref, name)
-        await message.reply((w.reopened if result.done else w.not_closed).format(ref=ref))
+        result = await t.desk.reopen(ref, t.name)
+        await t.message.reply((t.w.reopened if result.done else t.w.not_closed).format(ref=ref))
         if result.done:
-            await notifier.refresh(ref, bot)
+            await t.notifier.refresh(ref, t.bot)
 
     @staff_command("oncall")
-    async def oncall(
-        message: Message,
-        args: str,
-        name: str,
-        desk: StaffDesk,
-        paging: Paging,
-        w: StaffWording,
-        *_: object,
-    ) -> None:
-        if paging.user_id(name) is None:
-            await message.reply(w.not_in_rota.format(name=html.escape(name)))
+    async def oncall(t: StaffTurn) -> None:
+        if t.paging.user_id(t.name) is None:
+            await t.message.reply(t.w.not_in_rota.format(name=html.escape(t.name)))
             return
-        await _take_pager(message, name, name, desk, paging, w)
+        await _take_pager(t, t.name)
 
     @staff_command("handover")
-    async def handover(
-        message: Message,
-        args: str,
-        name: str,
-        desk: StaffDesk,
-        paging: Paging,
-        w: StaffWording,
-        *_: object,
-    ) -> None:
-        target = paging.rota.canonical_name(args) if args else None
-        if target is None or paging.user_id(target) is None:
-            names = ", ".join(paging.team()) or "-"
-            await message.reply(w.handover_usage.format(names=html.escape(names)))
+    async def handover(t: StaffTurn) -> None:
+        target = t.paging.rota.canonical_name(t.args) if t.args else None
+        if target is None or t.paging.user_id(target) is None:
+            names = ", ".join(t.paging.team()) or "-"
+            await t.message.reply(t.w.handover_usage.format(names=html.escape(names)))
             return
-        await _take_pager(message, target, name, desk, paging, w)
+        await _take_pager(t, target)
 
     @router.callback_query(AlertAction.filter())
     async def alert_button(
@@ -279,6 +226,7 @@ def build_router(settings: Settings) -> Router:
         content: Content,
         bot: Bot,
         notifier: TelegramStaffNotifier,
+        service: ReportingService,
     ) -> None:
         w = content.wording.staff
         name = staff_name(query.from_user, paging)
@@ -311,7 +259,7 @@ def build_router(settings: Settings) -> Router:
         if result.done:
             await notifier.refresh(ref, bot)
         if result.acknowledged:
-            await _tell_reporter_seen(bot, desk, content, ref)
+            await _tell_reporter_seen(bot, desk, service, ref)
 
     @router.message(in_staff_chat)
     async def staff_chatter(message: Message) -> None:
@@ -329,26 +277,28 @@ def _ref_and_text(args: str) -> tuple[str | None, str]:
     return normalise_reference(ref_text), body.strip()
 
 
-async def _take_pager(
-    message: Message, target: str, by: str, desk: StaffDesk, paging: Paging, w: StaffWording
-) -> None:
-    until: datetime = await desk.take_pager(target, by)
-    on_call = await paging.on_call(desk.store, utcnow())
-    await message.answer(
-        w.oncall_taken.format(
+async def _take_pager(t: StaffTurn, target: str) -> None:
+    until: datetime = await t.desk.take_pager(target, t.name)
+    on_call = await t.paging.on_call(t.desk.store, utcnow())
+    await t.message.answer(
+        t.w.oncall_taken.format(
             name=html.escape(target),
-            until=desk.local_time(until.isoformat()),
+            until=t.desk.local_time(until.isoformat()),
             backup=html.escape(on_call.backup or "-"),
         )
     )
 
 
-async def _tell_reporter_seen(bot: Bot, desk: StaffDesk, content: Content, ref: str) -> None:
+async def _tell_reporter_seen(
+    bot: Bot, desk: StaffDesk, service: ReportingService, ref: str
+) -> None:
     """If they agreed to replies, the reporter hears that a person has seen their message."""
     address = await desk.reply_address(ref)
     if address is None:
         return
     try:
-        await bot.send_message(address, content.wording.seen_by_team.format(ref=ref))
+        sent = await bot.send_message(address, service.content.wording.seen_by_team.format(ref=ref))
     except Exception as exc:  # the reporter may have blocked the bot; staff already have it
         log.warning("seen_notice_failed case=%s error=%s", ref, type(exc).__name__)
+        return
+    await service.track_outbound(address, ref, [sent.message_id])
