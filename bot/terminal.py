@@ -1,5 +1,5 @@
 """`safeguard chat`: the reporting conversation in a terminal, with the same engine, safety rules,
-store and alert outbox as the Telegram bot. Needs no token, so it is the embedded demo.
+store and on-call queue as the Telegram bot. Needs no token, so it is the embedded demo.
 
 Buttons are shown numbered; type the number to press one, or type words as a reporter would.
 """
@@ -79,6 +79,8 @@ def parse_line(line: str, buttons: list[Button]) -> Inbound:
     command = stripped.lower()
     if command in ("/start", "/help", "/exit"):
         return Inbound(command[1:])  # type: ignore[arg-type]
+    if command.split(" ", 1)[0] == "/followup":
+        return Inbound("followup", text=stripped[len("/followup") :].strip())
     return Inbound("text", text=line)
 
 
@@ -104,6 +106,6 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
             if alerted:
                 alerted.clear()
                 out.write(
-                    "\n(Staff alert saved in the outbox: `safeguard run` posts it to the staff "
-                    "chat.)\n"
+                    "\n(Staff alert saved for the on-call team: `safeguard run` delivers it to "
+                    "the staff chat and the person on call.)\n"
                 )
