@@ -97,6 +97,17 @@ def test_chat_danger_phrase_is_saved_for_the_staff_chat(workdir: Path) -> None:
     assert "999" in result.stdout
     assert "Staff alert saved" in result.stdout
 
+    queue = safeguard("queue", "--json", cwd=workdir)
+    assert queue.returncode == 0, queue.stderr
+    (case,) = json.loads(queue.stdout)
+    assert case["level"] == "immediate" and case["unacknowledged_alerts"] == 1
+    assert case["reference"] in safeguard("queue", cwd=workdir).stdout
+
+    # No `safeguard run` has delivered anything: the health check says so by exit status.
+    health = safeguard("health", cwd=workdir)
+    assert health.returncode == 1
+    assert "never run" in json.loads(health.stdout)["problems"][0]
+
 
 def test_keys_init_then_wrong_passphrase_is_a_clean_error(workdir: Path) -> None:
     env = {"SAFEGUARD_KEY_PASSPHRASE": TEST_PASSPHRASE, "SAFEGUARD_STORAGE__DATA_DIR": "store"}
