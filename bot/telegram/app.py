@@ -19,6 +19,7 @@ from bot.errors import ConfigError
 from bot.escalation.health import HealthServer
 from bot.escalation.outbox import DeliveryWorker
 from bot.runtime import open_services
+from bot.telegram.limits import LimitRequests, OutboundLimiter
 from bot.telegram.middlewares import InFlight, RetryRequests
 from bot.telegram.notifier import TelegramStaffNotifier
 from bot.telegram.routers import groups, reporter, staff
@@ -30,8 +31,15 @@ DRAIN_SECONDS = 10.0
 UPDATE_MEMORY = timedelta(days=7)
 
 
-def build_bot(settings: Settings, retry: bool = True) -> Bot:
-    """`retry=False` for the delivery worker, which retries per recipient itself."""
+def build_bot(
+    settings: Settings,
+    limiter: OutboundLimiter | None = None,
+    *,
+    for_alerts: bool = False,
+) -> Bot:
+    """The bot for replies and staff commands, or (`for_alerts`) the delivery worker's: it
+    goes first through the shared limiter and does not retry, as the worker retries per
+    recipient itself."""
     token = settings.telegram.token
     if token is None or not token.get_secret_value():
         raise ConfigError(
@@ -39,8 +47,10 @@ def build_bot(settings: Settings, retry: bool = True) -> Bot:
             "(`safeguard chat` needs none)"
         )
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram.api_base))
-    if retry:
+    if not for_alerts:
         session.middleware(RetryRequests())
+    if limiter is not None:  # inside the retries, so every attempt waits for a slot
+        session.middleware(LimitRequests(limiter, urgent=for_alerts))
     return Bot(
         token.get_secret_value(),
         session=session,
@@ -71,8 +81,9 @@ def build_dispatcher(settings: Settings, in_flight: InFlight) -> Dispatcher:
 async def run_bot(settings: Settings, staff_key: StaffKey | None = None) -> None:
     if settings.staff.chat_id is None:
         raise ConfigError("staff.chat_id is not set: alerts would have nowhere to go")
-    bot = build_bot(settings)
-    alert_bot = build_bot(settings, retry=False)
+    limiter = OutboundLimiter()
+    bot = build_bot(settings, limiter)
+    alert_bot = build_bot(settings, limiter, for_alerts=True)
     in_flight = InFlight()
     dp = build_dispatcher(settings, in_flight)
     worker: DeliveryWorker | None = None

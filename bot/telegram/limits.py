@@ -1,0 +1,127 @@
+"""Telegram's broadcast limits for everything the bot sends, with alerts first.
+
+Telegram allows a bot about 30 messages a second overall, about one a second in a private chat
+(short bursts are tolerated) and 20 a minute in a group; beyond that it answers 429. Both of
+the bot's sessions (replies to reporters and staff commands; alerts from the delivery worker)
+share one `OutboundLimiter`, so together they stay inside the limits, and an alert waiting for
+a slot is served before any ordinary message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiogram import Bot
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
+from aiogram.methods import Response, TelegramMethod
+from aiogram.methods.base import TelegramType
+
+# Methods that post or change a message: the ones Telegram counts.
+COUNTED_PREFIXES = ("send", "edit", "copy", "forward")
+
+
+@dataclass
+class _Window:
+    """At most `limit` events in any `span` seconds."""
+
+    limit: int
+    span: float
+    times: deque[float] = field(default_factory=deque)
+
+    def wait(self, now: float) -> float:
+        while self.times and self.times[0] <= now - self.span:
+            self.times.popleft()
+        return 0.0 if len(self.times) < self.limit else self.times[0] + self.span - now
+
+    def take(self, now: float) -> None:
+        self.times.append(now)
+
+
+class OutboundLimiter:
+    def __init__(
+        self,
+        per_second: int = 30,
+        private_burst: int = 3,
+        private_span: float = 3.0,
+        group_per_minute: int = 20,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._overall = _Window(per_second, 1.0)
+        self._private = (private_burst, private_span)
+        self._group_per_minute = group_per_minute
+        self._chats: dict[int, _Window] = {}
+        self._clock = clock
+        self._sleep = sleep
+        self._urgent_waiting = 0
+        self._urgent_clear = asyncio.Event()
+        self._urgent_clear.set()
+
+    def _chat(self, chat_id: int) -> _Window:
+        window = self._chats.get(chat_id)
+        if window is None:
+            # Group and channel ids are negative; private chats are the user's (positive) id.
+            if chat_id < 0:
+                window = _Window(self._group_per_minute, 60.0)
+            else:
+                window = _Window(*self._private)
+            self._chats[chat_id] = window
+        return window
+
+    async def acquire(self, chat_id: int | None, urgent: bool = False) -> None:
+        """Wait for a slot to send to `chat_id`. Ordinary messages also wait while any alert
+        is waiting, so alerts go first."""
+        if urgent:
+            self._urgent_waiting += 1
+            self._urgent_clear.clear()
+        try:
+            while True:
+                if not urgent:
+                    await self._urgent_clear.wait()
+                now = self._clock()
+                windows = [self._overall] + ([self._chat(chat_id)] if chat_id is not None else [])
+                wait = max(w.wait(now) for w in windows)
+                if wait <= 0:
+                    for w in windows:
+                        w.take(now)
+                    return
+                await self._sleep(wait)
+        finally:
+            if urgent:
+                self._urgent_waiting -= 1
+                if self._urgent_waiting == 0:
+                    self._urgent_clear.set()
+            if len(self._chats) > 10_000:
+                self._forget_idle()
+
+    def _forget_idle(self) -> None:
+        now = self._clock()
+        for chat_id in [c for c, w in self._chats.items() if w.wait(now) == 0 and not w.times]:
+            del self._chats[chat_id]
+
+
+class LimitRequests(BaseRequestMiddleware):
+    """Puts every counted request of one session through the shared limiter."""
+
+    def __init__(self, limiter: OutboundLimiter, urgent: bool = False) -> None:
+        self.limiter = limiter
+        self.urgent = urgent
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        name = type(method).__name__.lower()
+        if name.startswith(COUNTED_PREFIXES):
+            chat_id = getattr(method, "chat_id", None)
+            await self.limiter.acquire(chat_id if isinstance(chat_id, int) else None, self.urgent)
+        return await make_request(bot, method)
