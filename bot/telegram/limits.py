@@ -1,10 +1,14 @@
 """Telegram's broadcast limits for everything the bot sends, with alerts first.
 
-Telegram allows a bot about 30 messages a second overall, about one a second in a private chat
-(short bursts are tolerated) and 20 a minute in a group; beyond that it answers 429. Both of
-the bot's sessions (replies to reporters and staff commands; alerts from the delivery worker)
-share one `OutboundLimiter`, so together they stay inside the limits, and an alert waiting for
-a slot is served before any ordinary message.
+Telegram allows a bot about 30 messages a second overall and 20 a minute in a group; beyond
+that it answers 429. Both of the bot's sessions (replies to reporters and staff commands;
+alerts from the delivery worker) share one `OutboundLimiter`, so together they stay inside
+those limits, and an alert waiting for a slot is served before any ordinary message.
+
+Private chats are not paced here. Telegram asks for about one message a second per chat but
+tolerates the bursts of a conversation, and pacing a reporter who taps quickly through the
+questions (or presses Leave now) would make a frightened child wait; a 429 there is honoured
+by `RetryRequests` with its `retry_after`.
 """
 
 from __future__ import annotations
@@ -48,14 +52,11 @@ class OutboundLimiter:
     def __init__(
         self,
         per_second: int = 30,
-        private_burst: int = 3,
-        private_span: float = 3.0,
         group_per_minute: int = 20,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._overall = _Window(per_second, 1.0)
-        self._private = (private_burst, private_span)
         self._group_per_minute = group_per_minute
         self._chats: dict[int, _Window] = {}
         self._clock = clock
@@ -64,15 +65,10 @@ class OutboundLimiter:
         self._urgent_clear = asyncio.Event()
         self._urgent_clear.set()
 
-    def _chat(self, chat_id: int) -> _Window:
+    def _group(self, chat_id: int) -> _Window:
         window = self._chats.get(chat_id)
         if window is None:
-            # Group and channel ids are negative; private chats are the user's (positive) id.
-            if chat_id < 0:
-                window = _Window(self._group_per_minute, 60.0)
-            else:
-                window = _Window(*self._private)
-            self._chats[chat_id] = window
+            window = self._chats[chat_id] = _Window(self._group_per_minute, 60.0)
         return window
 
     async def acquire(self, chat_id: int | None, urgent: bool = False) -> None:
@@ -86,7 +82,9 @@ class OutboundLimiter:
                 if not urgent:
                     await self._urgent_clear.wait()
                 now = self._clock()
-                windows = [self._overall] + ([self._chat(chat_id)] if chat_id is not None else [])
+                windows = [self._overall]
+                if chat_id is not None and chat_id < 0:  # groups and channels; users are > 0
+                    windows.append(self._group(chat_id))
                 wait = max(w.wait(now) for w in windows)
                 if wait <= 0:
                     for w in windows:

@@ -60,18 +60,16 @@ async def test_no_more_than_the_overall_rate_in_any_second() -> None:
     assert max(sum(1 for s in stamps if t <= s < t + 1.0) for t in stamps) == 30
 
 
-async def test_a_group_gets_twenty_a_minute_and_a_private_chat_short_bursts() -> None:
+async def test_a_group_gets_twenty_a_minute_and_a_reporter_is_never_held_back() -> None:
     clock = SimClock()
     lim = limiter(clock)
     for _ in range(21):
         await lim.acquire(GROUP)
     assert clock.now >= 60.0
     clock.now = 1000.0
-    for _ in range(3):
+    for _ in range(25):
         await lim.acquire(REPORTER)
-    assert clock.now == 1000.0  # a burst of three is fine
-    await lim.acquire(REPORTER)
-    assert clock.now >= 1003.0
+    assert clock.now == 1000.0  # a reporter tapping quickly through the questions
 
 
 async def test_an_alert_waiting_for_a_slot_goes_before_ordinary_messages() -> None:
