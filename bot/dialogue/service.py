@@ -41,7 +41,7 @@ from bot.errors import NotFoundError, StorageError, TamperedError
 from bot.escalation.paging import NOTICE_PRIORITY, Paging, followup_context, reply_context
 from bot.escalation.policy import STAFF_CHAT, dm
 from bot.reports.reference import normalise_reference
-from bot.storage.sqlite import SqliteStore, Tx
+from bot.storage.sqlite import SqliteStore, Tx, iso
 from nlu.pipeline import Nlu
 from nlu.types import ParseResult
 
@@ -246,13 +246,16 @@ class ReportingService:
                 )
                 await tx.add_record(ref, "alert", self.crypto.seal_report(ref, snapshot))
                 now = datetime.now(UTC)
+                waits_until = self.paging.paging_from(level.value, now)
                 escalation_id = await tx.add_escalation(
                     ref,
                     level.value,
                     reasons,
-                    paging_from=self.paging.paging_from(level.value, now),
+                    paging_from=waits_until or iso(now),
                     trigger_sealed=self.paging.seal_trigger(ref, inbound.text),
                 )
+                if waits_until is None:
+                    await self.paging.page_now(tx, escalation_id, ref, level.value, now)
                 declined = draft is not None and _consent(draft) is False
                 if origin.reply_address is not None and not declined:
                     await tx.set_reply_handle(

@@ -31,6 +31,8 @@ LEVEL_ORDER = ("immediate", "high", "routine", "none")
 # A page sent this long after paging began is a re-escalation (or late), and says so.
 REPAGE_AFTER_SECONDS = 1
 QUEUE_LINES_PER_LEVEL = 15
+# Characters of reasons and words per case in a combined alert.
+COMBINED_CLIP = 80
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,12 @@ class StaffDesk:
         combined = len(escalations) > 1
         for escalation in escalations:
             case = await self.store.get_case(escalation.case_ref)
-            blocks.append(
-                await self._alert_block(escalation, case, (paged_at or {}).get(escalation.id))
-            )
+            if combined:
+                blocks.append(self._alert_line(escalation, case))
+            else:
+                blocks.append(
+                    await self._alert_block(escalation, case, (paged_at or {}).get(escalation.id))
+                )
             row: list[AlertButton] = []
             suffix = f" {escalation.case_ref}" if combined else ""
             if escalation.acknowledged_at is None:
@@ -127,7 +132,7 @@ class StaffDesk:
                 row.append(AlertButton(self.w.take_button + suffix, "take", escalation.id))
             if row:
                 buttons.append(tuple(row))
-        text = "\n\n".join(blocks)
+        text = ("\n\n" if not combined else "\n").join(blocks)
         if combined:
             text = self.w.combined_header.format(count=len(escalations)) + "\n\n" + text
         return StaffMessage(text, tuple(buttons))
@@ -168,6 +173,23 @@ class StaffDesk:
         if case.status == "closed":
             lines.append(self.w.closed_line.format(outcome=self._outcome(case.outcome)))
         return "\n".join(lines)
+
+    def _alert_line(self, escalation: EscalationRow, case: CaseRow) -> str:
+        """One case in a combined message: short, so a burst fits one phone screen."""
+        reasons = ", ".join(self.readable(r) for r in escalation.reasons)
+        audience = self.w.audience_labels.get(case.audience or "unknown", "")
+        line = (
+            f"• <b>{self.level_label(escalation.level)}</b> <code>{escalation.case_ref}</code> · "
+            f"{html.escape(audience)} · {html.escape(_clip(reasons, COMBINED_CLIP))}"
+        )
+        words = self._trigger_words(escalation)
+        if words:
+            line += f"\n  <i>{html.escape(_clip(words, COMBINED_CLIP))}</i>"
+        if escalation.acknowledged_at:
+            line += " ✅ " + html.escape(escalation.acknowledged_by or "?")
+        if case.assigned_to:
+            line += " 👤 " + html.escape(case.assigned_to)
+        return line
 
     def _trigger_words(self, escalation: EscalationRow) -> str | None:
         if escalation.trigger_sealed is None:
@@ -482,6 +504,10 @@ class StaffDesk:
             ref = None
         async with self.store.transaction() as tx:
             await tx.add_event(ref, "not_staff", "refused", action)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _shown(answer: dict[str, Any]) -> str:

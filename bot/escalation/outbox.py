@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time as monotonic_time
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.escalation.desk import StaffDesk, StaffMessage
 from bot.escalation.paging import NOTICE_PRIORITY, Paging, utcnow
@@ -35,8 +36,9 @@ from bot.storage.sqlite import SqliteStore, iso
 log = logging.getLogger("safeguard.escalation")
 
 MAX_BACKOFF_SECONDS = 60.0
-# More alerts than this in one message would be too long to read on a phone at 3 a.m.
-MAX_COMBINED = 8
+# A combined message lists each case on a few lines; more than this would not fit one
+# Telegram message or be readable on a phone at 3 a.m.
+MAX_COMBINED = 15
 DM_GAP_SECONDS = 1.0
 SEND_TIMEOUT_SECONDS = 20.0
 HEARTBEAT_SECONDS = 10.0
@@ -87,6 +89,8 @@ class DeliveryWorker:
         self._staff_chat_sends: deque[float] = deque()
         self._last_dm: dict[str, float] = {}
         self._last_heartbeat = 0.0
+        self._blocked_until: dict[str, float] = {}
+        self._in_flight: dict[str, asyncio.Task[bool]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -99,25 +103,32 @@ class DeliveryWorker:
         self._task = asyncio.create_task(self._run(), name="delivery-worker")
 
     async def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
-        """Finish the cycle in progress (a message half-sent would be repeated after the
-        restart), then stop; cancel only if it takes longer than `grace_seconds`."""
+        """Finish the sends in flight (a message half-sent would be repeated after the
+        restart), then stop; cancel only if that takes longer than `grace_seconds`."""
         if self._task is None:
             return
         self._stopping = True
         self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace_seconds)
-        except TimeoutError:
-            self._task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        # The loop first (it may start a last send), then every send in flight.
+        await asyncio.wait([self._task], timeout=grace_seconds)
+        pending = [t for t in (self._task, *self._in_flight.values()) if not t.done()]
+        late: set[asyncio.Task[Any]] = set()
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
+        for task in late:
+            task.cancel()
+        for task in late:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         self._task = None
 
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
             try:
-                busy = await self.run_once()
+                busy = await self.run_once(wait=False)
             except Exception as exc:  # the worker must outlive any one failure
                 log.error("delivery_cycle_failed error=%s", type(exc).__name__)
                 busy = 0
@@ -126,35 +137,48 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.idle_seconds)
 
-    async def run_once(self, now: datetime | None = None) -> int:
-        """One cycle; returns how many steps fired and messages went out."""
+    async def run_once(self, now: datetime | None = None, wait: bool = True) -> int:
+        """One cycle; returns how many steps fired and sends started. With `wait`, the
+        sends are finished before it returns (tests); the running worker does not wait, so
+        a slow or throttled recipient never holds up paging or the others."""
         now = now or utcnow()
         await self._heartbeat(now)
         busy = await self.paging.fire_due(self.store, now)
         await self._digest_if_due(now)
-        return busy + await self.deliver_due(now)
+        return busy + await self.deliver_due(now, wait=wait)
 
     # ------------------------------------------------------------------ sending
-    async def deliver_due(self, now: datetime | None = None) -> int:
+    async def deliver_due(self, now: datetime | None = None, wait: bool = True) -> int:
         rows = await self.store.due_deliveries(iso(now or utcnow()))
         by_recipient: dict[str, list[DeliveryRow]] = {}
         for row in rows:
-            by_recipient.setdefault(row.recipient, []).append(row)
+            if row.recipient not in self._in_flight:
+                by_recipient.setdefault(row.recipient, []).append(row)
         # The person on call first: direct messages before the group, urgent before routine.
         order = sorted(
             by_recipient,
             key=lambda r: (min(x.priority for x in by_recipient[r]), r == STAFF_CHAT),
         )
-        batches = [
-            (recipient, _batch(by_recipient[recipient]))
-            for recipient in order
-            if self._may_send(recipient)
-        ]
-        results = await asyncio.gather(*(self._send(r, b) for r, b in batches))
-        return sum(results)
+        started = []
+        for recipient in order:
+            if not self._may_send(recipient):
+                continue
+            task = asyncio.create_task(self._send(recipient, _batch(by_recipient[recipient])))
+            self._in_flight[recipient] = task
+            task.add_done_callback(functools.partial(self._sent_one, recipient))
+            started.append(task)
+        if wait and started:
+            await asyncio.gather(*started)
+        return len(started)
+
+    def _sent_one(self, recipient: str, _: asyncio.Task[bool]) -> None:
+        self._in_flight.pop(recipient, None)
+        self._wake.set()  # what waited behind it may go now
 
     def _may_send(self, recipient: str) -> bool:
         clock = monotonic_time.monotonic()
+        if self._blocked_until.get(recipient, 0.0) > clock:
+            return False
         if recipient == STAFF_CHAT:
             window = self._staff_chat_sends
             while window and window[0] <= clock - 60.0:
@@ -163,41 +187,47 @@ class DeliveryWorker:
         last = self._last_dm.get(recipient)
         return last is None or clock - last >= self.dm_gap_seconds
 
-    def _spent(self, recipient: str) -> None:
-        clock = monotonic_time.monotonic()
-        if recipient == STAFF_CHAT:
-            self._staff_chat_sends.append(clock)
-        else:
-            self._last_dm[recipient] = clock
+    async def _send(self, recipient: str, rows: list[DeliveryRow]) -> bool:
+        try:
+            return await self._send_rows(recipient, rows)
+        except Exception as exc:  # a storage error here must not kill the worker
+            log.error("staff_message_not_recorded error=%s", type(exc).__name__)
+            return False
 
-    async def _send(self, recipient: str, rows: list[DeliveryRow]) -> int:
+    async def _send_rows(self, recipient: str, rows: list[DeliveryRow]) -> bool:
         ids = [r.id for r in rows]
         resent = any(r.sending_since is not None for r in rows)
         refs = ",".join(dict.fromkeys(r.case_ref or "-" for r in rows))
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(urgent=True) as tx:
             await tx.deliveries_sending(ids)
-        self._spent(recipient)
+        if recipient != STAFF_CHAT:
+            self._last_dm[recipient] = monotonic_time.monotonic()
         try:
             message = await self.desk.render(rows, resent=resent)
             message_id = await asyncio.wait_for(
                 self.notifier.send(recipient, message), SEND_TIMEOUT_SECONDS
             )
         except DeliveryDelayed as exc:
-            await self._failed(ids, refs, "retry_after", exc.retry_after)
-            return 0
+            # Telegram asked this chat to wait: nothing goes to it until then.
+            self._blocked_until[recipient] = monotonic_time.monotonic() + exc.retry_after
+            await self._failed(ids, refs, "retry_after", exc.retry_after, count=False)
+            return False
         except RecipientUnreachable:
             log.warning("staff_unreachable kind=%s case=%s", rows[0].kind, refs)
-            async with self.store.transaction() as tx:
+            async with self.store.transaction(urgent=True) as tx:
                 await tx.deliveries_cancelled(ids, "unreachable")
-            return 0
+            return False
         except TimeoutError:
             # It may have gone out: keep the rows marked, so a retry says it may repeat.
             await self._failed(ids, refs, "timeout", _backoff(rows), uncertain=True)
-            return 0
+            return False
         except Exception as exc:
             await self._failed(ids, refs, type(exc).__name__, _backoff(rows))
-            return 0
-        async with self.store.transaction() as tx:
+            return False
+        if recipient == STAFF_CHAT:
+            # Only what Telegram accepted counts against the group's allowance.
+            self._staff_chat_sends.append(monotonic_time.monotonic())
+        async with self.store.transaction(urgent=True) as tx:
             await tx.deliveries_sent(ids, message_id)
         log.info(
             "staff_message_delivered kind=%s case=%s rows=%s attempts=%s",
@@ -206,14 +236,22 @@ class DeliveryWorker:
             len(rows),
             max(r.attempts for r in rows) + 1,
         )
-        return 1
+        return True
 
     async def _failed(
-        self, ids: Sequence[int], refs: str, error: str, retry_in: float, uncertain: bool = False
+        self,
+        ids: Sequence[int],
+        refs: str,
+        error: str,
+        retry_in: float,
+        uncertain: bool = False,
+        count: bool = True,
     ) -> None:
         log.warning("staff_message_failed case=%s error=%s retry_in=%.1f", refs, error, retry_in)
-        async with self.store.transaction() as tx:
-            await tx.deliveries_failed(ids, error, retry_in, keep_sending=uncertain)
+        async with self.store.transaction(urgent=True) as tx:
+            await tx.deliveries_failed(
+                ids, error, retry_in, keep_sending=uncertain, count_attempt=count
+            )
 
     # ------------------------------------------------------------------ timers
     async def _heartbeat(self, now: datetime) -> None:
@@ -221,7 +259,7 @@ class DeliveryWorker:
         if clock - self._last_heartbeat < HEARTBEAT_SECONDS:
             return
         self._last_heartbeat = clock
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(urgent=True) as tx:
             await tx.set_clock(HEARTBEAT, iso(now))
 
     async def _digest_if_due(self, now: datetime) -> None:

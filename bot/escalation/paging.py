@@ -16,8 +16,7 @@ from bot.config import EscalationSettings, LevelPolicy
 from bot.crypto import BotCrypto
 from bot.escalation import policy
 from bot.escalation.rota import OnCall, Rota
-from bot.storage.base import EscalationRow
-from bot.storage.sqlite import SqliteStore, iso
+from bot.storage.sqlite import SqliteStore, Tx, iso
 
 log = logging.getLogger("safeguard.escalation")
 
@@ -61,7 +60,7 @@ class Paging:
         user_id = self.rota.person_id(name)
         return user_id if user_id in self.members else None
 
-    async def on_call(self, store: SqliteStore, now: datetime) -> OnCall:
+    async def on_call(self, store: SqliteStore | Tx, now: datetime) -> OnCall:
         scheduled = self.rota.on_call(now)
         taken = await store.pager()
         if taken is None or taken.until <= iso(now):
@@ -90,52 +89,64 @@ class Paging:
             return None
         return self.crypto.seal_transit(trigger_context(ref), text.encode())
 
+    async def page_now(
+        self, tx: Tx, escalation_id: int, ref: str, level: str, now: datetime
+    ) -> None:
+        """Step 0 of a new alert, in the transaction that raised it: the messages to the staff
+        chat and the person on call are on disk the moment the alert is, and the delivery
+        worker only has to send them."""
+        await self._fire(tx, escalation_id, ref, level, 0, now, now)
+
     # ------------------------------------------------------------------ timers
     async def fire_due(self, store: SqliteStore, now: datetime) -> int:
         """Fire every paging step that has come due; returns how many fired."""
-        due = await store.due_escalations(iso(now))
-        if not due:
-            return 0
-        on_call = await self.on_call(store, now)
-        team = self.team()
         fired = 0
-        for escalation in due:
-            fired += await self._fire(store, escalation, now, on_call, team)
+        for escalation in await store.due_escalations(iso(now)):
+            started = datetime.fromisoformat(escalation.paging_from or escalation.created_at)
+            async with store.transaction(urgent=True) as tx:
+                fired += await self._fire(
+                    tx,
+                    escalation.id,
+                    escalation.case_ref,
+                    escalation.level,
+                    escalation.step,
+                    started,
+                    now,
+                )
         return fired
 
     async def _fire(
         self,
-        store: SqliteStore,
-        escalation: EscalationRow,
+        tx: Tx,
+        escalation_id: int,
+        ref: str,
+        level: str,
+        fired_before: int,
+        started: datetime,
         now: datetime,
-        on_call: OnCall,
-        team: list[str],
     ) -> int:
-        level_policy = self.policy_for(escalation.level)
-        started = datetime.fromisoformat(escalation.paging_from or escalation.created_at)
-        step = policy.due_step(level_policy, now - started, escalation.step)
-        recipients = policy.recipients(level_policy, step, on_call, team)
+        level_policy = self.policy_for(level)
+        step = policy.due_step(level_policy, now - started, fired_before)
+        on_call = await self.on_call(tx, now)
+        recipients = policy.recipients(level_policy, step, on_call, self.team())
         next_at = started + policy.offset(level_policy, step + 1)
-        async with store.transaction() as tx:
-            if not await tx.fire_step(
-                escalation,
-                step,
-                iso(next_at),
-                recipients,
-                PRIORITY[escalation.level],
-                fired_at=iso(now),
-            ):
-                return 0
-            await tx.add_event(
-                escalation.case_ref,
-                "bot",
-                "paged",
-                f"step {step}: " + ", ".join(policy.dm_name(r) or "staff chat" for r in recipients),
-            )
+        if not await tx.fire_step(
+            escalation_id,
+            ref,
+            fired_before,
+            step,
+            iso(next_at),
+            recipients,
+            PRIORITY[level],
+            fired_at=iso(now),
+        ):
+            return 0
+        names = ", ".join(policy.dm_name(r) or "staff chat" for r in recipients)
+        await tx.add_event(ref, "bot", "paged", f"step {step}: {names}")
         log.warning(
             "alert_paged case=%s escalation=%s step=%s recipients=%s",
-            escalation.case_ref,
-            escalation.id,
+            ref,
+            escalation_id,
             step,
             len(recipients),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import os
 import sqlite3
@@ -54,13 +55,51 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+class _PriorityLock:
+    """An asyncio lock whose urgent waiters go first (first come, first served within each).
+
+    The delivery worker's transactions are urgent: an alert must not wait behind a hundred
+    reporters' answers for its turn to be marked as sending.
+    """
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    async def acquire(self, urgent: bool = False) -> None:
+        if not self._locked and not self._waiters:
+            self._locked = True
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._waiters, (0 if urgent else 1, self._seq, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed the lock just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)  # ownership passes straight to the next waiter
+                return
+        self._locked = False
+
+
 class SqliteStore:
     def __init__(self, data_dir: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = data_dir / DB_NAME
         self.busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
-        # One connection, one writer: transactions and reads take turns in this process.
-        self._lock = asyncio.Lock()
+        # Reads go through a second connection: in WAL mode they never wait for a writer.
+        self._reader: aiosqlite.Connection | None = None
+        # One writer: transactions take turns in this process, urgent ones first.
+        self._lock = _PriorityLock()
+        self._read_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -79,8 +118,17 @@ class SqliteStore:
         await db.execute("PRAGMA secure_delete = ON")
         await db.execute("PRAGMA synchronous = FULL")
         await self._migrate()
+        try:
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {self.path}: {exc}") from None
+        await self._reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        await self._reader.execute("PRAGMA query_only = ON")
 
     async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -117,14 +165,20 @@ class SqliteStore:
         return self._db
 
     async def pragma(self, name: str) -> Any:
-        async with self._lock, self._conn.execute(f"PRAGMA {name}") as cur:
-            row = await cur.fetchone()
+        await self._lock.acquire()
+        try:
+            async with self._conn.execute(f"PRAGMA {name}") as cur:
+                row = await cur.fetchone()
+        finally:
+            self._lock.release()
         return row[0] if row else None
 
     # ------------------------------------------------------------------ transactions
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        async with self._lock:
+    async def transaction(self, urgent: bool = False) -> AsyncIterator[Tx]:
+        """One write transaction. `urgent` (the delivery worker) goes before waiting turns."""
+        await self._lock.acquire(urgent)
+        try:
             db = self._conn
             try:
                 await db.execute("BEGIN IMMEDIATE")
@@ -139,11 +193,16 @@ class SqliteStore:
             except BaseException:
                 await _rollback(db)
                 raise
+        finally:
+            self._lock.release()
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock:
+        reader = self._reader
+        if reader is None:
+            raise StorageError("store is not open")
+        async with self._read_lock:
             try:
-                async with self._conn.execute(sql, params) as cur:
+                async with reader.execute(sql, params) as cur:
                     return list(await cur.fetchall())
             except sqlite3.Error as exc:
                 raise _storage_error(exc) from None
@@ -388,7 +447,9 @@ class Tx:
 
     async def fire_step(
         self,
-        escalation: EscalationRow,
+        escalation_id: int,
+        case_ref: str,
+        fired_before: int,
         step: int,
         next_step_at: str | None,
         recipients: Sequence[str],
@@ -397,13 +458,13 @@ class Tx:
     ) -> bool:
         """Record that paging step `step` fired: its deliveries and the next timer, at once.
 
-        Compare-and-set on the step already fired, so two workers (or a restart racing a
-        slow commit) cannot fire the same step twice.
+        Compare-and-set on the steps already fired (`fired_before`), so two workers (or a
+        restart racing a slow commit) cannot fire the same step twice.
         """
         cur = await self._db.execute(
             "UPDATE escalations SET step = ?, next_step_at = ? "
             "WHERE id = ? AND step = ? AND acknowledged_at IS NULL",
-            (step + 1, next_step_at, escalation.id, escalation.step),
+            (step + 1, next_step_at, escalation_id, fired_before),
         )
         if cur.rowcount != 1:
             return False
@@ -412,11 +473,15 @@ class Tx:
                 "alert",
                 recipient,
                 priority,
-                case_ref=escalation.case_ref,
-                escalation_id=escalation.id,
+                case_ref=case_ref,
+                escalation_id=escalation_id,
                 due=fired_at,
             )
         return True
+
+    async def pager(self) -> PagerHolder | None:
+        row = await self._one("SELECT name, since, until FROM pager WHERE id = 1")
+        return PagerHolder(*row) if row else None
 
     async def add_delivery(
         self,
@@ -452,14 +517,21 @@ class Tx:
         )
 
     async def deliveries_failed(
-        self, ids: Sequence[int], error: str, retry_in: float, keep_sending: bool = False
+        self,
+        ids: Sequence[int],
+        error: str,
+        retry_in: float,
+        keep_sending: bool = False,
+        count_attempt: bool = True,
     ) -> None:
         """Try again in `retry_in` seconds. `keep_sending`: the request may have gone out
-        (a timeout), so the retry must say it may be a repeat."""
+        (a timeout), so the retry must say it may be a repeat. `count_attempt` False for a
+        429, which is Telegram pacing us, not a failure to back off from."""
         next_at = iso(datetime.now(UTC) + timedelta(seconds=retry_in))
         clear = "" if keep_sending else ", sending_since = NULL"
+        attempts = "attempts + 1" if count_attempt else "attempts"
         await self._db.execute(
-            "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+            f"UPDATE deliveries SET attempts = {attempts}, last_error = ?, next_attempt_at = ?"
             f"{clear} WHERE id IN ({_marks(ids)})",
             (error, next_at, *ids),
         )

@@ -39,10 +39,14 @@ class _Window:
     span: float
     times: deque[float] = field(default_factory=deque)
 
-    def wait(self, now: float) -> float:
+    def wait(self, now: float, limit: int | None = None) -> float:
+        """How long until one more fits (under `limit` if given, else the window's own)."""
+        limit = self.limit if limit is None else limit
         while self.times and self.times[0] <= now - self.span:
             self.times.popleft()
-        return 0.0 if len(self.times) < self.limit else self.times[0] + self.span - now
+        if len(self.times) < limit:
+            return 0.0
+        return self.times[len(self.times) - limit] + self.span - now
 
     def take(self, now: float) -> None:
         self.times.append(now)
@@ -53,10 +57,13 @@ class OutboundLimiter:
         self,
         per_second: int = 30,
         group_per_minute: int = 20,
+        # Kept free every second for alerts: a burst of replies cannot take them all.
+        reserved_for_alerts: int = 5,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._overall = _Window(per_second, 1.0)
+        self._ordinary_per_second = max(1, per_second - reserved_for_alerts)
         self._group_per_minute = group_per_minute
         self._chats: dict[int, _Window] = {}
         self._clock = clock
@@ -85,7 +92,8 @@ class OutboundLimiter:
                 windows = [self._overall]
                 if chat_id is not None and chat_id < 0:  # groups and channels; users are > 0
                     windows.append(self._group(chat_id))
-                wait = max(w.wait(now) for w in windows)
+                overall = None if urgent else self._ordinary_per_second
+                wait = max([self._overall.wait(now, overall)] + [w.wait(now) for w in windows[1:]])
                 if wait <= 0:
                     for w in windows:
                         w.take(now)

@@ -50,14 +50,18 @@ def limiter(clock: SimClock, **kw: int) -> OutboundLimiter:
     return OutboundLimiter(clock=clock, sleep=clock.sleep, **kw)
 
 
-async def test_no_more_than_the_overall_rate_in_any_second() -> None:
+async def test_no_more_than_the_overall_rate_in_any_second_and_alerts_keep_a_share() -> None:
     clock = SimClock()
-    lim = limiter(clock, per_second=30)
+    lim = limiter(clock, per_second=30, reserved_for_alerts=5)
     stamps = []
     for n in range(95):
-        await lim.acquire(10_000 + n)  # all different chats
+        await lim.acquire(10_000 + n)  # replies to many reporters
         stamps.append(clock.now)
-    assert max(sum(1 for s in stamps if t <= s < t + 1.0) for t in stamps) == 30
+    assert max(sum(1 for s in stamps if t <= s < t + 1.0) for t in stamps) == 25
+    before = clock.now
+    for n in range(5):
+        await lim.acquire(-n - 1, urgent=True)  # alerts still find room this second
+    assert clock.now == before
 
 
 async def test_a_group_gets_twenty_a_minute_and_a_reporter_is_never_held_back() -> None:

@@ -186,10 +186,13 @@ async def test_danger_phrase_writes_alert_and_its_timer_before_replying(
     assert r.m.replies[0].html.count("999") >= 1  # signposting comes first
     cases = await service.store.list_cases()
     assert len(cases) == 1 and cases[0].level == "immediate"
-    # The paging timer is due now: the delivery worker fires step 0 from it.
-    due = await service.store.due_escalations("9999")
-    assert len(due) == 1 and due[0].level == "immediate" and due[0].step == 0
-    assert due[0].trigger_sealed is None  # alert_text is "summary" unless the team chose "full"
+    # Step 0 was paged in the same transaction: its message to the staff chat is on disk,
+    # and the timer for the next step is set.
+    (timer,) = await service.store.due_escalations("9999")
+    assert timer.level == "immediate" and timer.step == 1 and timer.next_step_at
+    assert timer.trigger_sealed is None  # alert_text is "summary" unless the team chose "full"
+    (delivery,) = await service.store.due_deliveries("9999")
+    assert delivery.recipient == "staff_chat" and delivery.case_ref == cases[0].ref
     (alert,) = await service.store.records_for(cases[0].ref)
     body = json.loads(
         StaffKey.unlock(data_dir, TEST_PASSPHRASE).open_report(cases[0].ref, alert.sealed)
