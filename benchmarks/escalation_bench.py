@@ -1,17 +1,19 @@
-"""On-call queue under load: how fast N simultaneous urgent reports page someone, and whether
-every alert reaches the staff chat exactly once when Telegram throttles and fails.
+"""On-call queue under load: how fast N concurrent reporters' urgent messages page someone,
+and whether every alert reaches the staff chat exactly once when Telegram throttles and fails.
 
 Starts the real `python -m bot run` against the local Bot API emulator (127.0.0.1 only) with a
 rota (Asha, user 5001, on call all week). N reporters press /start and choose an audience, then
-all send an immediate-danger message at once; each case is found by the reference code in its
-reporter's signposting reply. Latency: the emulator queueing the urgent update -> the bot's
-first sendMessage with that reference to the staff chat or the on-call DM (target p99 <= 100 ms).
-The faults run makes the first `--fail-429` staff-chat sends answer 429 (retry_after 1) and the
-next `--fail-500` answer 500, then counts cases delivered to the staff chat, duplicates (a
-reference in more than one successful staff-chat sendMessage; ack timeouts are an hour, so no
-legitimate re-page happens) and the time until the last case was delivered.
+send an immediate-danger message. Three runs: all at once (burst); spread evenly over
+`--spread` seconds (100 reporters over 5 s is 20 urgent messages a second); all at once with
+faults. Each case is found by the reference code in its reporter's signposting reply.
+Latency: the emulator queueing the urgent update -> the bot's first sendMessage with that
+reference to the staff chat or the on-call DM (target p99 <= 100 ms). The faults run makes
+the first `--fail-429` staff-chat sends answer 429 (retry_after 1) and the next `--fail-500`
+answer 500, then counts cases delivered to the staff chat, duplicates (a reference in more
+than one successful staff-chat sendMessage; ack timeouts are an hour, so no legitimate
+re-page happens) and the time until the last case was delivered.
 
-    .venv/bin/python benchmarks/escalation_bench.py               # both runs, 100 reporters
+    .venv/bin/python benchmarks/escalation_bench.py               # all three runs, 100 reporters
     .venv/bin/python benchmarks/escalation_bench.py --faults --reporters 20
 
 Exit status 0 whatever the figures are; non-zero only if the harness itself fails.
@@ -130,9 +132,12 @@ async def reference_of(user: SimUser, after: int, wait_s: float) -> str | None:
 Cases = list[tuple[float, SimUser, int]]  # when the urgent message was queued, by whom, its id
 
 
-async def burst(emulator: TimedEmulator, n: int, faults: tuple[int, int]) -> tuple[int, Cases]:
-    """N reporters choose an audience, then all send a danger phrase at once. Returns the index
-    of the first request made after the burst began, and the urgent messages."""
+async def burst(
+    emulator: TimedEmulator, n: int, faults: tuple[int, int], spread: float = 0.0
+) -> tuple[int, Cases]:
+    """N reporters choose an audience, then send a danger phrase: all at once, or (`spread`)
+    at evenly spaced moments over that many seconds. Returns the index of the first request
+    made after the burst began, and the urgent messages."""
     on_call = emulator.user(STAFF_MEMBER_ID)
     await on_call.send_text("/start")  # a private chat with the bot, so the DM is not refused
     await on_call.wait_for_bot_message(contains="Who is this about?", timeout=SETUP_WAIT)
@@ -144,12 +149,22 @@ async def burst(emulator: TimedEmulator, n: int, faults: tuple[int, int]) -> tup
         if count:  # the 429s first, then the 500s: faults are used up in order
             emulator.fail_next("sendMessage", status, count, 1, chat_id=STAFF_CHAT_ID)
     since = len(emulator.requests)
-    sent = [await u.send_text(PHRASES[i % len(PHRASES)]) for i, u in enumerate(users)]
+
+    async def say(i: int, user: SimUser) -> dict[str, Any]:
+        await asyncio.sleep(spread * i / n)
+        return await user.send_text(PHRASES[i % len(PHRASES)])
+
+    if spread:
+        sent = list(await asyncio.gather(*(say(i, u) for i, u in enumerate(users))))
+    else:
+        sent = [await u.send_text(PHRASES[i % len(PHRASES)]) for i, u in enumerate(users)]
     pairs = zip(users, sent, strict=True)
     return since, [(emulator.queued_at(s), u, s["message_id"]) for u, s in pairs]
 
 
-async def one_run(name: str, n: int, faults: tuple[int, int], args: Namespace) -> Result:
+async def one_run(
+    name: str, n: int, faults: tuple[int, int], args: Namespace, spread: float = 0.0
+) -> Result:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         create_keys(data_dir, "bench", **FAST_KDF)
@@ -161,7 +176,7 @@ async def one_run(name: str, n: int, faults: tuple[int, int], args: Namespace) -
             bot.env_overrides.update(BOT_ENV)
             await bot.start()
             try:
-                since, cases = await burst(emulator, n, faults)
+                since, cases = await burst(emulator, n, faults, spread)
                 found = [reference_of(u, m, args.timeout) for _, u, m in cases]
                 starts, refs = [t for t, _, _ in cases], await asyncio.gather(*found)
                 known = [r for r in refs if r is not None]
@@ -235,8 +250,9 @@ def report(results: list[Result]) -> None:
 
 
 async def main(args: Namespace) -> None:
-    runs = [("clean", (0, 0))] * (not args.faults) + [("faults", (args.fail_429, args.fail_500))]
-    results = [await one_run(name, args.reporters, f, args) for name, f in runs]
+    runs = [("burst", (0, 0), 0.0), (f"spread {args.spread:g}s", (0, 0), args.spread)]
+    runs = runs * (not args.faults) + [("faults", (args.fail_429, args.fail_500), 0.0)]
+    results = [await one_run(name, args.reporters, f, args, sp) for name, f, sp in runs]
     print(f"reporters: {args.reporters} at once; faults: {args.fail_429}x429, {args.fail_500}x500")
     report(results)
 
@@ -245,6 +261,9 @@ if __name__ == "__main__":
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reporters", type=int, default=100)
     parser.add_argument("--faults", action="store_true", help="only the run with faults")
+    parser.add_argument(
+        "--spread", type=float, default=5.0, help="the spread run: urgent messages over S seconds"
+    )
     parser.add_argument("--fail-429", type=int, default=10)
     parser.add_argument("--fail-500", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all")

@@ -103,7 +103,7 @@ class StaffDesk:
         if kind == "followup":
             return StaffMessage(await self._followup_text(rows[0]))
         escalation_ids = list(dict.fromkeys(r.escalation_id for r in rows if r.escalation_id))
-        escalations = [await self.store.get_escalation(e) for e in escalation_ids]
+        escalations = await self.store.escalations_by_id(escalation_ids)
         paged_at = {r.escalation_id: r.created_at for r in rows}
         message = await self.render_alerts(escalations, paged_at)
         if resent:
@@ -116,8 +116,9 @@ class StaffDesk:
         blocks: list[str] = []
         buttons: list[tuple[AlertButton, ...]] = []
         combined = len(escalations) > 1
+        cases = await self.store.cases_by_ref(list({e.case_ref for e in escalations}))
         for escalation in escalations:
-            case = await self.store.get_case(escalation.case_ref)
+            case = cases[escalation.case_ref]
             if combined:
                 blocks.append(self._alert_line(escalation, case))
             else:

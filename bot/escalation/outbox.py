@@ -142,17 +142,24 @@ class DeliveryWorker:
         sends are finished before it returns (tests); the running worker does not wait, so
         a slow or throttled recipient never holds up paging or the others."""
         now = now or utcnow()
-        await self._heartbeat(now)
-        busy = await self.paging.fire_due(self.store, now)
+        # What is already on disk goes first: a new alert's first page is written with it.
+        sent = await self.deliver_due(now, wait=wait)
+        fired = await self.paging.fire_due(self.store, now)
+        if fired:
+            sent += await self.deliver_due(now, wait=wait)
         await self._digest_if_due(now)
-        return busy + await self.deliver_due(now, wait=wait)
+        await self._heartbeat(now)
+        return sent + fired
 
     # ------------------------------------------------------------------ sending
     async def deliver_due(self, now: datetime | None = None, wait: bool = True) -> int:
+        # Who is busy is taken before the read: a send that finishes during the read may not
+        # be in it yet, and its rows must not look due again.
+        busy = set(self._in_flight)
         rows = await self.store.due_deliveries(iso(now or utcnow()))
         by_recipient: dict[str, list[DeliveryRow]] = {}
         for row in rows:
-            if row.recipient not in self._in_flight:
+            if row.recipient not in busy:
                 by_recipient.setdefault(row.recipient, []).append(row)
         # The person on call first: direct messages before the group, urgent before routine.
         order = sorted(
@@ -195,11 +202,14 @@ class DeliveryWorker:
             return False
 
     async def _send_rows(self, recipient: str, rows: list[DeliveryRow]) -> bool:
+        async with self.store.transaction(urgent=True) as tx:
+            still_due = await tx.deliveries_sending([r.id for r in rows])
+        rows = [r for r in rows if r.id in still_due]
+        if not rows:
+            return False
         ids = [r.id for r in rows]
         resent = any(r.sending_since is not None for r in rows)
         refs = ",".join(dict.fromkeys(r.case_ref or "-" for r in rows))
-        async with self.store.transaction(urgent=True) as tx:
-            await tx.deliveries_sending(ids)
         if recipient != STAFF_CHAT:
             self._last_dm[recipient] = monotonic_time.monotonic()
         try:

@@ -226,6 +226,20 @@ class SqliteStore:
             raise NotFoundError(f"no case {ref}")
         return CaseRow.from_row(rows[0])
 
+    async def cases_by_ref(self, refs: Sequence[str]) -> dict[str, CaseRow]:
+        rows = await self._fetch(
+            f"SELECT {CaseRow.COLUMNS} FROM cases WHERE ref IN ({_marks(refs)})", tuple(refs)
+        )
+        return {c.ref: c for c in map(CaseRow.from_row, rows)}
+
+    async def escalations_by_id(self, ids: Sequence[int]) -> list[EscalationRow]:
+        rows = await self._fetch(
+            f"SELECT {EscalationRow.COLUMNS} FROM escalations WHERE id IN ({_marks(ids)})",
+            tuple(ids),
+        )
+        found = {e.id: e for e in map(EscalationRow.from_row, rows)}
+        return [found[i] for i in ids if i in found]
+
     async def list_cases(self) -> list[CaseRow]:
         rows = await self._fetch(f"SELECT {CaseRow.COLUMNS} FROM cases ORDER BY created_at")
         return [CaseRow.from_row(r) for r in rows]
@@ -502,11 +516,15 @@ class Tx:
         )
         return int(cur.lastrowid or 0)
 
-    async def deliveries_sending(self, ids: Sequence[int]) -> None:
-        await self._db.execute(
-            f"UPDATE deliveries SET sending_since = ? WHERE id IN ({_marks(ids)})",
+    async def deliveries_sending(self, ids: Sequence[int]) -> set[int]:
+        """Mark rows as being sent; returns those still to send (not sent or cancelled since
+        they were read), so a row acknowledged meanwhile is not sent."""
+        rows = await self._db.execute_fetchall(
+            f"UPDATE deliveries SET sending_since = ? WHERE id IN ({_marks(ids)}) "
+            "AND sent_at IS NULL AND cancelled_at IS NULL RETURNING id",
             (now_iso(), *ids),
         )
+        return {int(r[0]) for r in rows}
 
     async def deliveries_sent(self, ids: Sequence[int], message_id: int) -> None:
         # The words of a follow-up were only kept to be sent: gone now it is.
@@ -639,7 +657,7 @@ class Tx:
         )
 
 
-def _marks(ids: Sequence[int]) -> str:
+def _marks(ids: Sequence[int] | Sequence[str]) -> str:
     if not ids:
         raise StorageError("an empty id list")
     return ", ".join("?" for _ in ids)
