@@ -9,10 +9,11 @@ right after Telegram answers, so only a crash inside that window (the request we
 mark did not land) can repeat a message; the row is then marked `sending_since`, and the
 repeat says it may be one (`StaffDesk.render(resent=True)`).
 
-Telegram's limits: a group takes about 20 messages a minute. When more alerts are due for the
-staff chat than that allows, they wait a moment and go out combined in one message (each with
-its own buttons) instead of queueing for minutes. Direct messages go at most one a second per
-person. `retry_after` on 429 is honoured; other failures back off exponentially to a minute.
+Telegram's limits: a group takes about 20 messages a minute. The staff chat gets a short burst,
+then one message every few seconds (the allowance spread over the minute); alerts due in
+between go out combined in one message (each with its own buttons) instead of queueing for
+minutes. Direct messages: a burst of three, then one a second per person, combined the same
+way. `retry_after` on 429 pauses that chat; other failures back off exponentially to a minute.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ MAX_BACKOFF_SECONDS = 60.0
 # Telegram message or be readable on a phone at 3 a.m.
 MAX_COMBINED = 15
 DM_GAP_SECONDS = 1.0
+# Short bursts before the steady pace applies: the first alerts of a burst go out one by one
+# at once; after that each message combines what came in since the last.
+DM_BURST = 3
+STAFF_CHAT_BURST = 5
 SEND_TIMEOUT_SECONDS = 20.0
 HEARTBEAT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 5.0
@@ -87,7 +92,10 @@ class DeliveryWorker:
         self.idle_seconds = idle_seconds
         self.dm_gap_seconds = dm_gap_seconds
         self._staff_chat_sends: deque[float] = deque()
-        self._last_dm: dict[str, float] = {}
+        # The group's allowance is spread over the minute, not spent in the first second and
+        # then silent for 59.
+        self._staff_chat_pace = _Pace(STAFF_CHAT_BURST, staff_chat_per_minute / 60.0)
+        self._dm_pace: dict[str, _Pace] = {}
         self._last_heartbeat = 0.0
         self._blocked_until: dict[str, float] = {}
         self._in_flight: dict[str, asyncio.Task[bool]] = {}
@@ -190,9 +198,15 @@ class DeliveryWorker:
             window = self._staff_chat_sends
             while window and window[0] <= clock - 60.0:
                 window.popleft()
-            return len(window) < self.staff_chat_per_minute
-        last = self._last_dm.get(recipient)
-        return last is None or clock - last >= self.dm_gap_seconds
+            return len(window) < self.staff_chat_per_minute and self._staff_chat_pace.ready(clock)
+        return self._dm_pace_for(recipient).ready(clock)
+
+    def _dm_pace_for(self, recipient: str) -> _Pace:
+        pace = self._dm_pace.get(recipient)
+        if pace is None:
+            rate = 1.0 / self.dm_gap_seconds if self.dm_gap_seconds > 0 else float("inf")
+            pace = self._dm_pace[recipient] = _Pace(DM_BURST, rate)
+        return pace
 
     async def _send(self, recipient: str, rows: list[DeliveryRow]) -> bool:
         try:
@@ -211,7 +225,7 @@ class DeliveryWorker:
         resent = any(r.sending_since is not None for r in rows)
         refs = ",".join(dict.fromkeys(r.case_ref or "-" for r in rows))
         if recipient != STAFF_CHAT:
-            self._last_dm[recipient] = monotonic_time.monotonic()
+            self._dm_pace_for(recipient).spend(monotonic_time.monotonic())
         try:
             message = await self.desk.render(rows, resent=resent)
             message_id = await asyncio.wait_for(
@@ -236,7 +250,9 @@ class DeliveryWorker:
             return False
         if recipient == STAFF_CHAT:
             # Only what Telegram accepted counts against the group's allowance.
-            self._staff_chat_sends.append(monotonic_time.monotonic())
+            clock = monotonic_time.monotonic()
+            self._staff_chat_sends.append(clock)
+            self._staff_chat_pace.spend(clock)
         async with self.store.transaction(urgent=True) as tx:
             await tx.deliveries_sent(ids, message_id)
         log.info(
@@ -297,6 +313,32 @@ class DeliveryWorker:
                 local.date() + timedelta(days=1), self.digest_time, tzinfo=zone
             )
         return candidate.astimezone(UTC)
+
+
+class _Pace:
+    """A token bucket: up to `burst` at once, then `per_second` on average."""
+
+    def __init__(self, burst: int, per_second: float) -> None:
+        self.burst = float(burst)
+        self.per_second = per_second
+        self.tokens = float(burst)
+        self.stamp: float | None = None
+
+    def _refill(self, clock: float) -> None:
+        if self.per_second == float("inf"):
+            self.tokens = self.burst
+        elif self.stamp is not None:
+            gained = (clock - self.stamp) * self.per_second
+            self.tokens = min(self.burst, self.tokens + gained)
+        self.stamp = clock
+
+    def ready(self, clock: float) -> bool:
+        self._refill(clock)
+        return self.tokens >= 1.0
+
+    def spend(self, clock: float) -> None:
+        self._refill(clock)
+        self.tokens -= 1.0
 
 
 def _batch(rows: list[DeliveryRow]) -> list[DeliveryRow]:
