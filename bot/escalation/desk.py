@@ -32,7 +32,7 @@ LEVEL_ORDER = ("immediate", "high", "routine", "none")
 REPAGE_AFTER_SECONDS = 1
 QUEUE_LINES_PER_LEVEL = 15
 # Characters of reasons and words per case in a combined alert.
-COMBINED_CLIP = 80
+COMBINED_CLIP = 60
 
 
 @dataclass(frozen=True)

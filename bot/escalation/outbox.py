@@ -39,12 +39,15 @@ log = logging.getLogger("safeguard.escalation")
 MAX_BACKOFF_SECONDS = 60.0
 # A combined message lists each case on a few lines; more than this would not fit one
 # Telegram message or be readable on a phone at 3 a.m.
-MAX_COMBINED = 15
+MAX_COMBINED = 25
 DM_GAP_SECONDS = 1.0
 # Short bursts before the steady pace applies: the first alerts of a burst go out one by one
 # at once; after that each message combines what came in since the last.
-DM_BURST = 3
-STAFF_CHAT_BURST = 5
+DM_BURST = 5
+STAFF_CHAT_BURST = 10
+# Between two messages to one chat even within a burst, so alerts arriving together are
+# combined rather than sent one by one.
+MIN_GAP_SECONDS = 0.2
 SEND_TIMEOUT_SECONDS = 20.0
 HEARTBEAT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 5.0
@@ -205,7 +208,8 @@ class DeliveryWorker:
         pace = self._dm_pace.get(recipient)
         if pace is None:
             rate = 1.0 / self.dm_gap_seconds if self.dm_gap_seconds > 0 else float("inf")
-            pace = self._dm_pace[recipient] = _Pace(DM_BURST, rate)
+            gap = MIN_GAP_SECONDS if self.dm_gap_seconds > 0 else 0.0
+            pace = self._dm_pace[recipient] = _Pace(DM_BURST, rate, gap)
         return pace
 
     async def _send(self, recipient: str, rows: list[DeliveryRow]) -> bool:
@@ -316,13 +320,16 @@ class DeliveryWorker:
 
 
 class _Pace:
-    """A token bucket: up to `burst` at once, then `per_second` on average."""
+    """A token bucket: up to `burst` quickly (`min_gap` apart), then `per_second` on
+    average."""
 
-    def __init__(self, burst: int, per_second: float) -> None:
+    def __init__(self, burst: int, per_second: float, min_gap: float = MIN_GAP_SECONDS) -> None:
         self.burst = float(burst)
         self.per_second = per_second
+        self.min_gap = min_gap
         self.tokens = float(burst)
         self.stamp: float | None = None
+        self.last_spent: float | None = None
 
     def _refill(self, clock: float) -> None:
         if self.per_second == float("inf"):
@@ -334,11 +341,14 @@ class _Pace:
 
     def ready(self, clock: float) -> bool:
         self._refill(clock)
+        if self.last_spent is not None and clock - self.last_spent < self.min_gap:
+            return False
         return self.tokens >= 1.0
 
     def spend(self, clock: float) -> None:
         self._refill(clock)
         self.tokens -= 1.0
+        self.last_spent = clock
 
 
 def _batch(rows: list[DeliveryRow]) -> list[DeliveryRow]:
