@@ -85,6 +85,7 @@ class DeliveryWorker:
         digest_time: time | None = None,
         idle_seconds: float = 0.5,
         dm_gap_seconds: float = DM_GAP_SECONDS,
+        min_gap_seconds: float = MIN_GAP_SECONDS,
     ) -> None:
         self.store = store
         self.desk = desk
@@ -97,7 +98,10 @@ class DeliveryWorker:
         self._staff_chat_sends: deque[float] = deque()
         # The group's allowance is spread over the minute, not spent in the first second and
         # then silent for 59.
-        self._staff_chat_pace = _Pace(STAFF_CHAT_BURST, staff_chat_per_minute / 60.0)
+        self.min_gap_seconds = min_gap_seconds
+        self._staff_chat_pace = _Pace(
+            STAFF_CHAT_BURST, staff_chat_per_minute / 60.0, min_gap_seconds
+        )
         self._dm_pace: dict[str, _Pace] = {}
         self._last_heartbeat = 0.0
         self._blocked_until: dict[str, float] = {}
@@ -208,8 +212,7 @@ class DeliveryWorker:
         pace = self._dm_pace.get(recipient)
         if pace is None:
             rate = 1.0 / self.dm_gap_seconds if self.dm_gap_seconds > 0 else float("inf")
-            gap = MIN_GAP_SECONDS if self.dm_gap_seconds > 0 else 0.0
-            pace = self._dm_pace[recipient] = _Pace(DM_BURST, rate, gap)
+            pace = self._dm_pace[recipient] = _Pace(DM_BURST, rate, self.min_gap_seconds)
         return pace
 
     async def _send(self, recipient: str, rows: list[DeliveryRow]) -> bool:

@@ -6,6 +6,7 @@ chosen moments, and checks who was told what. A fake notifier stands in for Tele
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ from bot.crypto import BotCrypto
 from bot.dialogue.content import Content
 from bot.escalation import policy
 from bot.escalation.desk import StaffDesk, StaffMessage
-from bot.escalation.outbox import DeliveryDelayed, DeliveryWorker, RecipientUnreachable
+from bot.escalation.outbox import DeliveryDelayed, DeliveryWorker, RecipientUnreachable, _Pace
 from bot.escalation.paging import Paging
 from bot.escalation.rota import OnCall, RotaSettings, Shift
 from bot.storage.sqlite import SqliteStore, iso
@@ -75,7 +76,15 @@ def worker_for(
     store: SqliteStore, paging: Paging, notifier: FakeNotifier, **options: object
 ) -> DeliveryWorker:
     desk = StaffDesk(store, paging.crypto, Content.load(ROOT / "config", "en"), paging)
-    return DeliveryWorker(store, desk, paging, notifier, dm_gap_seconds=0, **options)  # type: ignore[arg-type]
+    return DeliveryWorker(
+        store,
+        desk,
+        paging,
+        notifier,
+        dm_gap_seconds=0,
+        min_gap_seconds=0,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 async def raise_alert(store: SqliteStore, ref: str = REF, level: str = "immediate") -> int:
@@ -309,3 +318,16 @@ async def test_a_taken_pager_beats_the_rota_until_it_next_changes(
         await tx.take_pager("Cat", iso(now + timedelta(hours=1)))
     assert await paging.on_call(store, now) == OnCall("Cat", "Ben")
     assert await paging.on_call(store, now + timedelta(hours=2)) == OnCall("Asha", "Ben")
+
+
+def test_the_pace_allows_a_short_burst_then_the_steady_rate() -> None:
+    pace = _Pace(burst=3, per_second=0.5, min_gap=0.2)
+    sent = []
+    for tick in range(100):  # ten seconds in tenths
+        clock = tick / 10
+        if pace.ready(clock):
+            pace.spend(clock)
+            sent.append(clock)
+    assert sent[:3] == [0.0, 0.2, 0.4]  # the burst, min_gap apart
+    assert len(sent) <= 3 + 10 * 0.5 + 1  # then about one every two seconds
+    assert all(b - a >= 0.2 - 1e-9 for a, b in itertools.pairwise(sent))
