@@ -3,17 +3,18 @@ and whether every alert reaches the staff chat exactly once when Telegram thrott
 
 Starts the real `python -m bot run` against the local Bot API emulator (127.0.0.1 only) with a
 rota (Asha, user 5001, on call all week). N reporters press /start and choose an audience, then
-send an immediate-danger message. Three runs: all at once (burst); spread evenly over
-`--spread` seconds (the default, 100 reporters over 150 s, is one urgent message every 1.5 s); all at once with
-faults. Each case is found by the reference code in its reporter's signposting reply.
-Latency: the emulator queueing the urgent update -> the bot's first sendMessage with that
-reference to the staff chat or the on-call DM (target p99 <= 100 ms). The faults run makes
-the first `--fail-429` staff-chat sends answer 429 (retry_after 1) and the next `--fail-500`
-answer 500, then counts cases delivered to the staff chat, duplicates (a reference in more
-than one successful staff-chat sendMessage; ack timeouts are an hour, so no legitimate
-re-page happens) and the time until the last case was delivered.
+send an immediate-danger message. Three runs: all at once (burst); spread evenly over `--spread`
+seconds (by default 150: with 100 reporters, one urgent message every 1.5 s); all at once with
+faults. Each case is found by the reference code in its reporter's signposting reply. Latency:
+the emulator queueing the urgent update -> the bot's first sendMessage with that reference to
+the staff chat or the on-call DM (target p99 <= 100 ms). The faults run makes the first
+`--fail-429` staff-chat sends answer 429 (retry_after 1) and the next `--fail-500` answer 500,
+then counts cases delivered to the staff chat, duplicates (a reference in more than one
+successful staff-chat sendMessage; ack timeouts are an hour, so no legitimate re-page happens)
+and the time until the last case was delivered.
 
     .venv/bin/python benchmarks/escalation_bench.py               # all three runs, 100 reporters
+    .venv/bin/python benchmarks/escalation_bench.py --spread 5    # 20 urgent messages a second
     .venv/bin/python benchmarks/escalation_bench.py --faults --reporters 20
 
 Exit status 0 whatever the figures are; non-zero only if the harness itself fails.
