@@ -16,6 +16,7 @@ from datetime import datetime
 from aiohttp import web
 
 from bot.config import HealthSettings
+from bot.errors import ConfigError
 from bot.escalation.outbox import HEARTBEAT
 from bot.escalation.paging import utcnow
 from bot.storage.sqlite import SqliteStore
@@ -73,7 +74,13 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.settings.http_port).start()
+        try:
+            await web.TCPSite(self._runner, "127.0.0.1", self.settings.http_port).start()
+        except OSError:
+            await self.stop()
+            raise ConfigError(
+                f"health.http_port {self.settings.http_port} cannot be opened (in use?)"
+            ) from None
         log.info("health_endpoint_started port=%s", self.settings.http_port)
 
     async def stop(self) -> None:

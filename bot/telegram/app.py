@@ -109,8 +109,8 @@ async def run_bot(settings: Settings, staff_key: StaffKey | None = None) -> None
         async def on_startup() -> None:
             assert worker is not None
             await services.store.forget_old_updates(UPDATE_MEMORY)
+            await health.start()  # first: if its port is taken, nothing else has started
             worker.start()
-            await health.start()
             log.info(
                 "bot_started staff_key=%s unlocked=%s",
                 services.crypto.staff_fingerprint,
