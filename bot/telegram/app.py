@@ -20,8 +20,9 @@ from bot.escalation.health import HealthServer
 from bot.escalation.outbox import DeliveryWorker
 from bot.runtime import open_services
 from bot.telegram.limits import LimitRequests, OutboundLimiter
-from bot.telegram.middlewares import InFlight, RetryRequests
+from bot.telegram.middlewares import RetryRequests
 from bot.telegram.notifier import TelegramStaffNotifier
+from bot.telegram.polling import DurablePoller
 from bot.telegram.routers import groups, reporter, staff
 
 log = logging.getLogger("safeguard.telegram")
@@ -61,9 +62,8 @@ def build_bot(
     )
 
 
-def build_dispatcher(settings: Settings, in_flight: InFlight) -> Dispatcher:
+def build_dispatcher(settings: Settings) -> Dispatcher:
     dp = Dispatcher()
-    dp.update.outer_middleware(in_flight)
     # Order matters: the staff chat first, then private chats, then everything else (leave).
     dp.include_router(staff.build_router(settings))
     dp.include_router(reporter.router)
@@ -84,8 +84,7 @@ async def run_bot(settings: Settings, staff_key: StaffKey | None = None) -> None
     limiter = OutboundLimiter()
     bot = build_bot(settings, limiter)
     alert_bot = build_bot(settings, limiter, for_alerts=True)
-    in_flight = InFlight()
-    dp = build_dispatcher(settings, in_flight)
+    dp = build_dispatcher(settings)
     worker: DeliveryWorker | None = None
 
     def wake_worker() -> None:
@@ -118,7 +117,6 @@ async def run_bot(settings: Settings, staff_key: StaffKey | None = None) -> None
             )
 
         async def on_shutdown() -> None:
-            await in_flight.drain(DRAIN_SECONDS)
             assert worker is not None
             await worker.stop()
             await health.stop()
@@ -127,13 +125,18 @@ async def run_bot(settings: Settings, staff_key: StaffKey | None = None) -> None
 
         dp.startup.register(on_startup)
         dp.shutdown.register(on_shutdown)
-        await dp.start_polling(
+        poller = DurablePoller(
+            dp,
             bot,
-            polling_timeout=settings.telegram.polling_timeout_seconds,
-            allowed_updates=dp.resolve_used_update_types(),
+            settings.telegram.polling_timeout_seconds,
+            dp.resolve_used_update_types(),
             service=services.reporting,
             desk=services.desk,
             paging=services.paging,
             content=services.content,
             notifier=notifier,
         )
+        try:
+            await poller.run(DRAIN_SECONDS)
+        finally:
+            await bot.session.close()

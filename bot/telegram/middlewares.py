@@ -1,13 +1,11 @@
-"""aiogram middlewares: retries for outgoing requests, and tracking updates in flight."""
+"""aiogram request middleware: retries for outgoing requests."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-from aiogram import BaseMiddleware, Bot
+from aiogram import Bot
 from aiogram.client.session.middlewares.base import (
     BaseRequestMiddleware,
     NextRequestMiddlewareType,
@@ -15,7 +13,6 @@ from aiogram.client.session.middlewares.base import (
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.methods import GetUpdates, Response, TelegramMethod
 from aiogram.methods.base import TelegramType
-from aiogram.types import TelegramObject
 
 log = logging.getLogger("safeguard.telegram")
 
@@ -61,31 +58,3 @@ class RetryRequests(BaseRequestMiddleware):
                 )
                 await asyncio.sleep(min(0.5 * 2**attempt, self.max_wait))
         raise AssertionError("unreachable")
-
-
-class InFlight(BaseMiddleware):
-    """Remembers updates being handled, so a graceful stop can let them finish first."""
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[Any]] = set()
-
-    async def __call__(
-        self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-        event: TelegramObject,
-        data: dict[str, Any],
-    ) -> Any:
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)
-        try:
-            return await handler(event, data)
-        finally:
-            if task is not None:
-                self.tasks.discard(task)
-
-    async def drain(self, seconds: float) -> None:
-        current = asyncio.current_task()
-        pending = [t for t in self.tasks if t is not current]
-        if pending:
-            await asyncio.wait(pending, timeout=seconds)

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import socket
+import sqlite3
 import sys
 import urllib.request
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.storage.sqlite import DB_NAME
 from tests.e2e.conftest import STAFF_CHAT_ID, BotProcess
 from tests.e2e.test_reporting import REF, answer_everything, begin, buttons
 from tests.emulator import BotApiEmulator, SimGroup, SimUser, message_text
@@ -375,3 +377,33 @@ async def health_cli(env: dict[str, str]) -> tuple[int, str]:
     )
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
+
+
+async def test_an_update_is_not_lost_to_kill_9_before_it_is_committed(
+    emulator: BotApiEmulator, team: Team, data_dir: Path, tmp_path: Path
+) -> None:
+    process = await start_bot(emulator, data_dir, tmp_path, **SLOW_TIMERS)
+    try:
+        reporter = emulator.user(3010, "Kit")
+        await reporter.send_text("/start")
+        await reporter.wait_for_bot_message(contains="Who is this about?")
+        # Given the database is held by another writer, so the turn cannot commit yet
+        blocker = sqlite3.connect(data_dir / DB_NAME, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            sent = await reporter.send_text(DANGER)
+            await asyncio.sleep(1.5)  # the bot has the update and is waiting on the database
+            assert not [m for m in reporter.bot_messages() if m["message_id"] > sent["message_id"]]
+            # When the process is killed before the update was handled
+            await process.kill()
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        # Then Telegram still has it: after the restart it is handled and the alert goes out
+        await process.start()
+        signposting = await reporter.wait_for_bot_message(contains="Your reference is", timeout=10)
+        ref = REF.search(message_text(signposting))
+        assert ref is not None
+        await team.chat.wait_for_bot_message(contains=ref.group(0), timeout=10)
+    finally:
+        await process.stop()

@@ -1,0 +1,142 @@
+"""Long polling that confirms an update to Telegram only after it has been handled.
+
+Telegram forgets an update once `getUpdates` is called with a higher offset. aiogram's own
+polling asks for the next batch as soon as the handlers of the last one have *started*, so a
+`kill -9` in the few milliseconds before a handler commits would lose that update: an urgent
+message with no alert and no reply. Here the offset only moves past updates whose handling
+has finished (their answer, alert and update id committed, `bot.dialogue.service`); anything
+unfinished is delivered again after a restart, and the `processed_updates` table makes a
+second delivery of a finished one harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.methods import GetUpdates
+from aiogram.types import Update
+
+log = logging.getLogger("safeguard.telegram")
+
+MAX_BACKOFF_SECONDS = 30.0
+# While an update is being handled Telegram keeps returning it, so long polling is not possible:
+# ask again this often for new ones. (At most 100 updates come back at a time, so a hundred
+# handlers stuck together would hold up newer updates until one finishes.)
+BUSY_POLL_SECONDS = 0.1
+
+
+class DurablePoller:
+    def __init__(
+        self,
+        dp: Dispatcher,
+        bot: Bot,
+        polling_timeout: int,
+        allowed_updates: list[str],
+        **context: Any,
+    ) -> None:
+        self.dp = dp
+        self.bot = bot
+        self.polling_timeout = polling_timeout
+        self.allowed_updates = allowed_updates
+        self.context = context
+        self._handling: dict[int, asyncio.Task[Any]] = {}
+        self._finished: set[int] = set()  # finished, but above the confirmed offset
+        self._highest = -1
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def offset(self) -> int | None:
+        """The next getUpdates offset: everything below it has been handled."""
+        if self._handling:
+            return min(self._handling)
+        return self._highest + 1 if self._highest >= 0 else None
+
+    async def run(self, drain_seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        await self.dp.emit_startup(bot=self.bot, **self.context)
+        try:
+            await self._poll()
+        finally:
+            await self._drain(drain_seconds)
+            await self.dp.emit_shutdown(bot=self.bot, **self.context)
+
+    async def _poll(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            fetch = asyncio.ensure_future(self._fetch())
+            stopped = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not fetch.done():
+                fetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await fetch
+                break
+            stopped.cancel()
+            try:
+                updates = fetch.result()
+            except Exception as exc:  # Telegram down or unreachable: keep trying
+                log.warning("polling_failed error=%s retry_in=%.1f", type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            backoff = 0.5
+            fresh = [
+                u
+                for u in updates
+                if u.update_id not in self._handling and u.update_id not in self._finished
+            ]
+            for update in fresh:
+                self._start(update)
+            if not fresh and self._handling:
+                # Only updates still being handled came back: wait for one to finish rather
+                # than ask again at once.
+                await asyncio.wait(
+                    list(self._handling.values()),
+                    timeout=BUSY_POLL_SECONDS,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+
+    async def _fetch(self) -> list[Update]:
+        # While updates are being handled, do not long-poll: they would come straight back.
+        timeout = 0 if self._handling else self.polling_timeout
+        method = GetUpdates(
+            offset=self.offset, timeout=timeout, allowed_updates=self.allowed_updates
+        )
+        request_timeout = int((self.bot.session.timeout or 60) + timeout)
+        return await self.bot(method, request_timeout=request_timeout)
+
+    def _start(self, update: Update) -> None:
+        self._highest = max(self._highest, update.update_id)
+        task = asyncio.create_task(self._handle(update))
+        self._handling[update.update_id] = task
+        task.add_done_callback(lambda _: self._done(update.update_id))
+
+    async def _handle(self, update: Update) -> None:
+        try:
+            await self.dp.feed_update(self.bot, update, **self.context)
+        except Exception as exc:  # the dispatcher's error handler logged it already
+            log.error("update_not_handled error=%s", type(exc).__name__)
+
+    def _done(self, update_id: int) -> None:
+        self._handling.pop(update_id, None)
+        self._finished.add(update_id)
+        offset = self.offset
+        if offset is not None:
+            self._finished = {i for i in self._finished if i >= offset}
+
+    async def _drain(self, seconds: float) -> None:
+        """Let updates being handled finish; what does not is delivered again next start."""
+        pending = list(self._handling.values())
+        if pending:
+            await asyncio.wait(pending, timeout=seconds)
