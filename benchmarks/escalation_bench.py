@@ -38,7 +38,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.alert_latency import percentile  # noqa: E402
 from bot.crypto import create_keys  # noqa: E402
 from bot.reports.reference import PATTERN  # noqa: E402
 from tests.conftest import FAST_KDF  # noqa: E402
@@ -66,6 +65,11 @@ BOT_ENV = {
     "SAFEGUARD_ESCALATION__IMMEDIATE__EVERYONE_AFTER_SECONDS": "7200",
     "SAFEGUARD_ESCALATION__IMMEDIATE__REPEAT_EVERY_SECONDS": "7200",
 }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class TimedEmulator(BotApiEmulator):

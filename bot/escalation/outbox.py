@@ -105,6 +105,7 @@ class DeliveryWorker:
         self._dm_pace: dict[str, _Pace] = {}
         self._last_heartbeat = 0.0
         self._blocked_until: dict[str, float] = {}
+        self._next_chance = idle_seconds
         self._in_flight: dict[str, asyncio.Task[bool]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -149,14 +150,16 @@ class DeliveryWorker:
                 busy = 0
             if busy or self._stopping:
                 continue
+            timeout = min(self.idle_seconds, self._next_chance)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.idle_seconds)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
     async def run_once(self, now: datetime | None = None, wait: bool = True) -> int:
         """One cycle; returns how many steps fired and sends started. With `wait`, the
         sends are finished before it returns (tests); the running worker does not wait, so
         a slow or throttled recipient never holds up paging or the others."""
         now = now or utcnow()
+        self._next_chance = self.idle_seconds
         # What is already on disk goes first: a new alert's first page is written with it.
         sent = await self.deliver_due(now, wait=wait)
         fired = await self.paging.fire_due(self.store, now)
@@ -183,7 +186,10 @@ class DeliveryWorker:
         )
         started = []
         for recipient in order:
-            if not self._may_send(recipient):
+            delay = self._wait_before_sending(recipient)
+            if delay > 0:
+                # Come back when this recipient may be sent to, not a whole idle tick later.
+                self._next_chance = min(self._next_chance, delay)
                 continue
             task = asyncio.create_task(self._send(recipient, _batch(by_recipient[recipient])))
             self._in_flight[recipient] = task
@@ -197,16 +203,21 @@ class DeliveryWorker:
         self._in_flight.pop(recipient, None)
         self._wake.set()  # what waited behind it may go now
 
-    def _may_send(self, recipient: str) -> bool:
+    def _wait_before_sending(self, recipient: str) -> float:
+        """Seconds until `recipient` may be sent to: Telegram's retry_after, the group's
+        allowance for the minute, the pace."""
         clock = monotonic_time.monotonic()
-        if self._blocked_until.get(recipient, 0.0) > clock:
-            return False
+        waits = [self._blocked_until.get(recipient, 0.0) - clock]
         if recipient == STAFF_CHAT:
             window = self._staff_chat_sends
             while window and window[0] <= clock - 60.0:
                 window.popleft()
-            return len(window) < self.staff_chat_per_minute and self._staff_chat_pace.ready(clock)
-        return self._dm_pace_for(recipient).ready(clock)
+            if len(window) >= self.staff_chat_per_minute:
+                waits.append(window[0] + 60.0 - clock)
+            waits.append(self._staff_chat_pace.wait(clock))
+        else:
+            waits.append(self._dm_pace_for(recipient).wait(clock))
+        return max(0.0, *waits)
 
     def _dm_pace_for(self, recipient: str) -> _Pace:
         pace = self._dm_pace.get(recipient)
@@ -343,10 +354,16 @@ class _Pace:
         self.stamp = clock
 
     def ready(self, clock: float) -> bool:
+        return self.wait(clock) <= 0.0
+
+    def wait(self, clock: float) -> float:
+        """Seconds until one more may go (0 if now)."""
         self._refill(clock)
-        if self.last_spent is not None and clock - self.last_spent < self.min_gap:
-            return False
-        return self.tokens >= 1.0
+        gap = 0.0
+        if self.last_spent is not None:
+            gap = self.min_gap - (clock - self.last_spent)
+        short = 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.per_second
+        return max(gap, short, 0.0)
 
     def spend(self, clock: float) -> None:
         self._refill(clock)
