@@ -110,11 +110,16 @@ class DurablePoller:
     async def _fetch(self) -> list[Update]:
         # While updates are being handled, do not long-poll: they would come straight back.
         timeout = 0 if self._handling else self.polling_timeout
-        method = GetUpdates(
-            offset=self.offset, timeout=timeout, allowed_updates=self.allowed_updates
-        )
+        offset = self.offset
+        method = GetUpdates(offset=offset, timeout=timeout, allowed_updates=self.allowed_updates)
         request_timeout = int((self.bot.session.timeout or 60) + timeout)
-        return await self.bot(method, request_timeout=request_timeout)
+        updates = await self.bot(method, request_timeout=request_timeout)
+        # Telegram has now forgotten everything below `offset`, so only those finished
+        # updates can be forgotten here. (Not below a newer offset: updates that finished
+        # while this request was out may be in its answer, and must not be handled twice.)
+        if offset is not None:
+            self._finished = {i for i in self._finished if i >= offset}
+        return updates
 
     def _start(self, update: Update) -> None:
         self._highest = max(self._highest, update.update_id)
@@ -131,9 +136,6 @@ class DurablePoller:
     def _done(self, update_id: int) -> None:
         self._handling.pop(update_id, None)
         self._finished.add(update_id)
-        offset = self.offset
-        if offset is not None:
-            self._finished = {i for i in self._finished if i >= offset}
 
     async def _drain(self, seconds: float) -> None:
         """Let updates being handled finish; what does not is delivered again next start."""

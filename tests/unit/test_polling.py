@@ -1,0 +1,73 @@
+"""Durable long polling against a fake Telegram: every update handled once, none confirmed
+before its handling finished."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+from aiogram.methods import GetUpdates
+from aiogram.types import Update
+
+from bot.telegram.polling import DurablePoller
+
+
+class FakeTelegram:
+    """getUpdates as Telegram does it: up to 100 from the offset; lower ones are forgotten."""
+
+    def __init__(self) -> None:
+        self.pending: list[Update] = []
+        self.confirmed_while_running: list[int] = []
+        self.session = SimpleNamespace(timeout=60)
+        self.running: set[int] = set()
+
+    def add(self, update_id: int) -> None:
+        self.pending.append(Update(update_id=update_id))
+
+    async def __call__(self, method: GetUpdates, request_timeout: int = 0) -> list[Update]:
+        offset = method.offset or 0
+        forgotten = [u.update_id for u in self.pending if u.update_id < offset]
+        self.confirmed_while_running += [i for i in forgotten if i in self.running]
+        self.pending = [u for u in self.pending if u.update_id >= offset]
+        await asyncio.sleep(0.001 if method.timeout == 0 else 0.005)
+        return self.pending[:100]
+
+
+class FakeDispatcher:
+    def __init__(self, telegram: FakeTelegram) -> None:
+        self.telegram = telegram
+        self.handled: Counter[int] = Counter()
+
+    async def feed_update(self, bot: Any, update: Update, **kw: Any) -> None:
+        self.telegram.running.add(update.update_id)
+        await asyncio.sleep(random.uniform(0, 0.02))
+        self.handled[update.update_id] += 1
+        self.telegram.running.discard(update.update_id)
+
+    async def emit_startup(self, **kw: Any) -> None: ...
+
+    async def emit_shutdown(self, **kw: Any) -> None: ...
+
+
+async def test_every_update_is_handled_once_and_confirmed_only_after() -> None:
+    random.seed(7)
+    telegram = FakeTelegram()
+    dp = FakeDispatcher(telegram)
+    poller = DurablePoller(dp, telegram, 1, [])  # type: ignore[arg-type]
+    task = asyncio.create_task(poller.run(drain_seconds=5))
+    for update_id in range(1, 301):
+        telegram.add(update_id)
+        if update_id % 7 == 0:
+            await asyncio.sleep(0.003)
+    for _ in range(500):
+        if len(dp.handled) == 300:
+            break
+        await asyncio.sleep(0.01)
+    poller.stop()
+    await task
+    assert set(dp.handled) == set(range(1, 301))
+    assert max(dp.handled.values()) == 1
+    assert telegram.confirmed_while_running == []
