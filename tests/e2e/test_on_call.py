@@ -85,24 +85,29 @@ async def team(emulator: BotApiEmulator, staff_chat: SimGroup) -> Team:
     return Team(emulator, staff_chat)
 
 
+async def running(
+    emulator: BotApiEmulator, data_dir: Path, tmp_path: Path, timers: dict[str, str]
+) -> AsyncIterator[BotProcess]:
+    process = await start_bot(emulator, data_dir, tmp_path, **timers)
+    yield process
+    assert await process.stop() == 0, process.log()
+    assert "Traceback" not in process.log(), process.log()
+
+
 @pytest.fixture
 async def fast_bot(
     emulator: BotApiEmulator, team: Team, data_dir: Path, tmp_path: Path
 ) -> AsyncIterator[BotProcess]:
-    process = await start_bot(emulator, data_dir, tmp_path, **FAST_TIMERS)
-    yield process
-    assert await process.stop() == 0, process.log()
-    assert "Traceback" not in process.log(), process.log()
+    async for process in running(emulator, data_dir, tmp_path, FAST_TIMERS):
+        yield process
 
 
 @pytest.fixture
 async def slow_bot(
     emulator: BotApiEmulator, team: Team, data_dir: Path, tmp_path: Path
 ) -> AsyncIterator[BotProcess]:
-    process = await start_bot(emulator, data_dir, tmp_path, **SLOW_TIMERS)
-    yield process
-    assert await process.stop() == 0, process.log()
-    assert "Traceback" not in process.log(), process.log()
+    async for process in running(emulator, data_dir, tmp_path, SLOW_TIMERS):
+        yield process
 
 
 async def raise_alarm(user: SimUser) -> str:
