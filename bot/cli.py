@@ -273,15 +273,6 @@ def reports_list(
         )
 
 
-def _shown_answer(answer: dict[str, Any]) -> str:
-    label, text = answer.get("choice_label"), answer.get("text")
-    if label and text and label.casefold() != text.casefold():
-        return f"{label} (typed: {text})"
-    if label or text:
-        return str(label or text)
-    return "(skipped)" if answer.get("skipped") else "(not answered yet)"
-
-
 @reports_app.command("show")
 def reports_show(
     ctx: typer.Context,
@@ -289,6 +280,8 @@ def reports_show(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
     """Decrypt and show one case: the report, alert snapshots and follow-ups."""
+    from bot.reports.answers import shown_answer
+
     settings = _settings(ctx)
     (case,) = _guard(lambda: asyncio.run(_open_reports(settings, ref)))
     if as_json:
@@ -317,7 +310,7 @@ def reports_show(
         for line in content.get("first_messages", []):
             typer.echo(f"First message: {line}")
         for answer in content.get("answers", []):
-            typer.echo(f"{answer['label']}: {_shown_answer(answer)}")
+            typer.echo(f"{answer['label']}: {shown_answer(answer)}")
         for line in content.get("changed_messages", []):
             typer.echo(f"Changed message: {line}")
         if record["kind"] == "followup":

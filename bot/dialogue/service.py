@@ -38,7 +38,8 @@ from bot.dialogue.engine import (
     UrgentSignal,
 )
 from bot.errors import NotFoundError, StorageError, TamperedError
-from bot.escalation.paging import NOTICE_PRIORITY, Paging, followup_context, reply_context
+from bot.escalation.desk import replies_for_reporter
+from bot.escalation.paging import NOTICE_PRIORITY, Paging, followup_context
 from bot.escalation.policy import STAFF_CHAT, dm
 from bot.reports.reference import normalise_reference
 from bot.storage.sqlite import SqliteStore, Tx, iso
@@ -178,20 +179,8 @@ class ReportingService:
             log.info("followup_reference_unknown")
             return self.engine.attach(draft, None, [])
         log.info("followup_attached case=%s", ref)
-        return self.engine.attach(draft, ref, await self._replies_for_reporter(ref))
-
-    async def _replies_for_reporter(self, ref: str) -> list[str]:
-        replies = []
-        for event in await self.store.case_events(ref):
-            if event.action != "replied" or event.for_reporter is None:
-                continue
-            try:
-                replies.append(
-                    self.crypto.open_transit(reply_context(ref), event.for_reporter).decode()
-                )
-            except TamperedError:
-                log.error("reply_unreadable case=%s", ref)
-        return replies
+        replies = await replies_for_reporter(self.store, self.crypto, ref)
+        return self.engine.attach(draft, ref, replies)
 
     def _add_when_to_expect_reply(self, turn: Turn) -> None:
         """A routine report sent out of hours waits for the morning: say so, honestly."""

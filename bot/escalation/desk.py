@@ -22,6 +22,7 @@ from bot.crypto import BotCrypto, StaffKey
 from bot.dialogue.content import Content
 from bot.errors import NotFoundError, TamperedError
 from bot.escalation.paging import Paging, followup_context, reply_context, trigger_context, utcnow
+from bot.reports.answers import shown_answer
 from bot.storage.base import CaseRow, DeliveryRow, EscalationRow
 from bot.storage.sqlite import SqliteStore, iso
 
@@ -364,7 +365,7 @@ class StaffDesk:
             for line in body.get("first_messages", []):
                 out.append(f"“{html.escape(str(line))}”")
             for answer in body.get("answers", []):
-                out.append(f"{html.escape(answer['label'])}: {html.escape(_shown(answer))}")
+                out.append(f"{html.escape(answer['label'])}: {html.escape(shown_answer(answer))}")
             if record.kind == "followup":
                 out.append(f"“{html.escape(str(body.get('text', '')))}”")
         for event in await self.store.case_events(ref):
@@ -475,17 +476,7 @@ class StaffDesk:
         log.info("staff_reply_sent case=%s", ref)
 
     async def replies_for_reporter(self, ref: str) -> list[str]:
-        out = []
-        for event in await self.store.case_events(ref):
-            if event.action != "replied" or event.for_reporter is None:
-                continue
-            try:
-                out.append(
-                    self.crypto.open_transit(reply_context(ref), event.for_reporter).decode()
-                )
-            except TamperedError:
-                log.error("reply_unreadable case=%s", ref)
-        return out
+        return await replies_for_reporter(self.store, self.crypto, ref)
 
     async def take_pager(self, name: str, by: str) -> datetime:
         now = utcnow()
@@ -499,10 +490,11 @@ class StaffDesk:
     async def refused(self, action: str, ref: str | None = None) -> None:
         """Someone who is not staff tried a staff action: recorded, without who it was."""
         log.warning("staff_action_refused action=%s", action)
-        try:
-            await self.store.get_case(ref) if ref else None
-        except NotFoundError:
-            ref = None
+        if ref is not None:
+            try:
+                await self.store.get_case(ref)
+            except NotFoundError:
+                ref = None  # the timeline only holds events of cases that exist
         async with self.store.transaction() as tx:
             await tx.add_event(ref, "not_staff", "refused", action)
 
@@ -511,10 +503,14 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _shown(answer: dict[str, Any]) -> str:
-    label, text = answer.get("choice_label"), answer.get("text")
-    if label and text and str(label).casefold() != str(text).casefold():
-        return f"{label} (typed: {text})"
-    if label or text:
-        return str(label or text)
-    return "(skipped)" if answer.get("skipped") else "(not answered yet)"
+async def replies_for_reporter(store: SqliteStore, crypto: BotCrypto, ref: str) -> list[str]:
+    """The team's replies on an open case, for the reporter to read again (`/followup`)."""
+    replies = []
+    for event in await store.case_events(ref):
+        if event.action != "replied" or event.for_reporter is None:
+            continue
+        try:
+            replies.append(crypto.open_transit(reply_context(ref), event.for_reporter).decode())
+        except TamperedError:
+            log.error("reply_unreadable case=%s", ref)
+    return replies
