@@ -196,6 +196,16 @@ class SqliteStore:
         finally:
             self._lock.release()
 
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The writer connection, with this process's write turn held and no transaction
+        open: for maintenance (purge, VACUUM, checkpoint, online backup) that manages its own."""
+        await self._lock.acquire()
+        try:
+            yield self._conn
+        finally:
+            self._lock.release()
+
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         reader = self._reader
         if reader is None:
@@ -664,8 +674,16 @@ def _marks(ids: Sequence[int] | Sequence[str]) -> str:
 
 
 def _split_sql(script: str) -> list[str]:
-    lines = [line.split("--", 1)[0] for line in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """Statements of a migration script, whole: a trigger's body has semicolons inside."""
+    statements, current = [], ""
+    for line in script.splitlines():
+        current += line.split("--", 1)[0] + "\n"
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return [s for s in statements if s.rstrip(";").strip()]
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:

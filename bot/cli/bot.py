@@ -1,0 +1,114 @@
+"""Running the bot: `run`, `queue`, `health`, `chat`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+
+from bot.cli.common import PASSPHRASE_ENV, guard, passphrase, settings_for
+from bot.config import Settings
+
+
+def run(
+    ctx: typer.Context,
+    unlock: Annotated[
+        bool,
+        typer.Option(
+            "--unlock",
+            help="Unlock the staff key for this process (passphrase from "
+            f"${PASSPHRASE_ENV} or a prompt), so /case shows report content in Telegram.",
+        ),
+    ] = False,
+) -> None:
+    """Run the Telegram bot (long polling against telegram.api_base)."""
+    from bot.crypto import StaffKey
+    from bot.telegram.app import run_bot
+    from bot.terminal import DEMO_MARKER
+
+    settings = settings_for(ctx)
+    if (settings.storage.data_dir / "keys" / DEMO_MARKER).exists():
+        typer.echo(
+            f"safeguard: {settings.storage.data_dir} holds demo keys made by "
+            "`safeguard chat`; run `safeguard keys init` in a fresh data dir for the "
+            "real bot",
+            err=True,
+        )
+        raise typer.Exit(2)
+    staff_key = (
+        guard(lambda: StaffKey.unlock(settings.storage.data_dir, passphrase())) if unlock else None
+    )
+    guard(lambda: asyncio.run(run_bot(settings, staff_key)))
+
+
+def queue(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+) -> None:
+    """Open cases by level and age, as /queue shows them in the staff chat (no content)."""
+    settings = settings_for(ctx)
+    cases = guard(lambda: asyncio.run(_queue(settings)))
+    if as_json:
+        typer.echo(json.dumps(cases, indent=2, ensure_ascii=False))
+        return
+    if not cases:
+        typer.echo("No open cases.")
+    for c in cases:
+        typer.echo(
+            f"{c['reference']}  {c['level']:<9} opened {c['created_at']}  "
+            f"{'NOT acknowledged' if c['unacknowledged_alerts'] else 'acknowledged':<16}  "
+            f"taken by {c['taken_by'] or '-'}"
+            f"{'' if c['submitted_at'] else '  (report not finished)'}"
+        )
+
+
+async def _queue(settings: Settings) -> list[dict[str, Any]]:
+    from collections import Counter
+
+    from bot.escalation.desk import LEVEL_ORDER
+    from bot.storage.sqlite import SqliteStore
+
+    async with SqliteStore(settings.storage.data_dir) as store:
+        cases = await store.open_cases()
+        waiting = Counter(e.case_ref for e in await store.unacknowledged())
+    cases.sort(key=lambda c: (LEVEL_ORDER.index(c.level), waiting[c.ref] == 0, c.created_at))
+    return [
+        {
+            "reference": c.ref,
+            "level": c.level,
+            "created_at": c.created_at,
+            "submitted_at": c.submitted_at,
+            "unacknowledged_alerts": waiting[c.ref],
+            "taken_by": c.assigned_to,
+        }
+        for c in cases
+    ]
+
+
+def health(ctx: typer.Context) -> None:
+    """Exit 0 if the running bot can deliver alerts, 1 if not; prints a JSON report."""
+    from bot.escalation.health import check
+    from bot.storage.sqlite import SqliteStore
+
+    settings = settings_for(ctx)
+
+    async def report() -> Any:
+        async with SqliteStore(settings.storage.data_dir) as store:
+            return await check(store, settings.health.stale_after_seconds)
+
+    result = guard(lambda: asyncio.run(report()))
+    typer.echo(result.to_json())
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def chat(ctx: typer.Context) -> None:
+    """Report in the terminal: the same conversation, safety rules and store; no token needed."""
+    from bot.terminal import chat as run_chat
+
+    settings = settings_for(ctx, quiet=True)
+    try:
+        guard(lambda: asyncio.run(run_chat(settings)))
+    except KeyboardInterrupt:
+        typer.echo("")

@@ -1,0 +1,131 @@
+"""`safeguard reports ...`: the staff view of cases, decrypted with a staff key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+
+from bot.cli.common import guard, passphrase, settings_for
+from bot.config import Settings
+
+reports_app = typer.Typer(
+    help="Read reports (staff; needs a staff passphrase).", no_args_is_help=True
+)
+
+
+async def _open_reports(settings: Settings, ref: str | None) -> list[dict[str, Any]]:
+    from bot.crypto import StaffKey
+    from bot.errors import NotFoundError
+    from bot.reports.reference import normalise_reference
+    from bot.storage.sqlite import SqliteStore
+
+    key = StaffKey.unlock(settings.storage.data_dir, passphrase())
+    async with SqliteStore(settings.storage.data_dir) as store:
+        if ref is None:
+            cases = await store.list_cases()
+        else:
+            canonical = normalise_reference(ref)
+            if canonical is None:
+                raise NotFoundError(f"not a reference code: {ref!r}")
+            cases = [await store.get_case(canonical)]
+        result = []
+        for case in cases:
+            entry: dict[str, Any] = {
+                "reference": case.ref,
+                "level": case.level,
+                "status": case.status,
+                "audience": case.audience,
+                "created_at": case.created_at,
+                "submitted_at": case.submitted_at,
+                "can_reply": case.can_reply,
+                "alerts": [
+                    {
+                        "level": e.level,
+                        "reasons": list(e.reasons),
+                        "raised_at": e.created_at,
+                        "acknowledged_by": e.acknowledged_by,
+                        "acknowledged_at": e.acknowledged_at,
+                    }
+                    for e in await store.escalations_for(case.ref)
+                ],
+            }
+            if ref is not None:
+                entry["records"] = [
+                    {
+                        "kind": r.kind,
+                        "created_at": r.created_at,
+                        "content": json.loads(key.open_report(case.ref, r.sealed)),
+                    }
+                    for r in await store.records_for(case.ref)
+                ]
+            result.append(entry)
+        return result
+
+
+@reports_app.command("list")
+def reports_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+) -> None:
+    """List cases: reference, level, status, alerts (no content)."""
+    settings = settings_for(ctx)
+    cases = guard(lambda: asyncio.run(_open_reports(settings, None)))
+    if as_json:
+        typer.echo(json.dumps(cases, indent=2, ensure_ascii=False))
+        return
+    if not cases:
+        typer.echo("No cases.")
+    for c in cases:
+        state = "submitted" if c["submitted_at"] else "in progress"
+        acked = sum(1 for a in c["alerts"] if a["acknowledged_at"])
+        typer.echo(
+            f"{c['reference']}  {c['level']:<9} {c['status']:<6} {state:<11} "
+            f"alerts {len(c['alerts'])} (acknowledged {acked})  {c['created_at']}"
+        )
+
+
+@reports_app.command("show")
+def reports_show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Reference code, e.g. K7FQ-3QXM-9PLA")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Decrypt and show one case: the report, alert snapshots and follow-ups."""
+    from bot.reports.answers import shown_answer
+
+    settings = settings_for(ctx)
+    (case,) = guard(lambda: asyncio.run(_open_reports(settings, ref)))
+    if as_json:
+        typer.echo(json.dumps(case, indent=2, ensure_ascii=False))
+        return
+    typer.echo(
+        f"Case {case['reference']}  level {case['level']}  status {case['status']}  "
+        f"audience {case['audience'] or '-'}  team can reply: "
+        f"{'yes' if case['can_reply'] else 'no'}"
+    )
+    for alert in case["alerts"]:
+        ack = (
+            f"acknowledged by {alert['acknowledged_by']} at {alert['acknowledged_at']}"
+            if alert["acknowledged_at"]
+            else "NOT acknowledged"
+        )
+        typer.echo(
+            f"  alert {alert['level']} at {alert['raised_at']}: "
+            f"{', '.join(alert['reasons'])} ({ack})"
+        )
+    for record in case["records"]:
+        typer.echo(f"\n--- {record['kind']} at {record['created_at']} ---")
+        content = record["content"]
+        if content.get("trigger"):
+            typer.echo(f"Message that raised the alert: {content['trigger']}")
+        for line in content.get("first_messages", []):
+            typer.echo(f"First message: {line}")
+        for answer in content.get("answers", []):
+            typer.echo(f"{answer['label']}: {shown_answer(answer)}")
+        for line in content.get("changed_messages", []):
+            typer.echo(f"Changed message: {line}")
+        if record["kind"] == "followup":
+            typer.echo(f"Added: {content.get('text', '')}")
