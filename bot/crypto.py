@@ -5,37 +5,54 @@ whose names say what they do. Only pyca/cryptography is used.
 
 Who holds what
 --------------
-* The running bot (:class:`BotCrypto`) holds the staff PUBLIC key and its own secrets (a
-  reporter pepper, a draft key and a reply-handle key). It can seal reports but never open them.
-* A staff member's process (:class:`StaffKey`) unlocks the staff PRIVATE key with a passphrase
-  and opens sealed reports.
+* The running bot (:class:`BotCrypto`) holds every current staff member's PUBLIC key and the
+  bot's own secrets. It can seal records but never open them.
+* A staff member's process (:class:`StaffKey`) unlocks that person's PRIVATE key with their
+  passphrase and opens the records whose data key was sealed to them.
 
-Files under ``<data_dir>/keys/`` (directory mode 0700, files mode 0600, written atomically)
-------------------------------------------------------------------------------------------
-``staff_public.json``
-    ``{"kind": "safeguard-staff-public", "version": 1, "suite": SUITE_NAME,
-    "public_key": b64(ML-KEM-768 public (1184 B) || X25519 public (32 B)),
-    "fingerprint": "ab12 cd34 ef56 7890"}``
-``staff_private.json``
-    ``{"kind": "safeguard-staff-private", "version": 1, "suite": SUITE_NAME,
-    "fingerprint": ..., "cipher": "AES-256-GCM",
-    "kdf": {"name": "argon2id", "memory_kib": ..., "iterations": ..., "lanes": 4,
-    "salt": b64(16 B)}, "nonce": b64(12 B), "ciphertext": b64(...)}``.
-    The plaintext is ML-KEM-768 seed (64 B) || X25519 private (32 B); the AES-256-GCM key is
-    Argon2id(passphrase); the AAD is the canonical JSON of every field except ``nonce`` and
-    ``ciphertext``, so an edited parameter or fingerprint makes the file fail to open.
+How a record is sealed
+----------------------
+Each record (a report, an alert snapshot, a follow-up, a note) is encrypted once with a fresh
+random 256-bit data key (AES-256-GCM). The data key is then sealed with HPKE (RFC 9180;
+ML-KEM-768 + X25519 hybrid KEM, HKDF-SHA256, AES-256-GCM) to each current staff member's
+public key. The store keeps one wrapped data key per record per staff member, apart from the
+record, so:
+
+* a leaver is removed by deleting their wrapped keys: nothing is re-encrypted;
+* a newcomer is added by an existing member unwrapping each data key and sealing it again to
+  the newcomer (:meth:`StaffKey.share_data_key`);
+* a record is erased by deleting all its wrapped keys (crypto-shredding), then the record.
+
+Files under ``<data_dir>/keys/`` (directory 0700, files 0600, written atomically)
+--------------------------------------------------------------------------------
 ``bot_secrets.json``
-    ``{"kind": "safeguard-bot-secrets", "version": 1, "reporter_pepper": b64(32 B),
-    "draft_key": b64(32 B), "reply_handle_key": b64(32 B)}``
+    ``{"kind": "safeguard-bot-secrets", "version": 2, "audit_key": b64(32 B),
+    "generations": [{"id": 1, "created_at": ..., "reporter_pepper", "rate_limit_pepper",
+    "draft_key", "reply_handle_key", "transit_key": b64(32 B) each}, ...]}``.
+    The newest generation seals; older ones only open what was sealed before a rotation (and
+    their peppers find a reporter's unfinished conversation once). Every value is distinct:
+    the bot refuses to start otherwise.
+``staff/<name>.public.json``
+    ``{"kind": "safeguard-staff-public", "version": 2, "name", "suite", "public_key":
+    b64(ML-KEM-768 public (1184 B) || X25519 public (32 B)), "fingerprint", "created_at"}``.
+    Every such file is a recipient of new records.
+``staff/<name>.key.json``
+    ``{"kind": "safeguard-staff-private", "version": 2, "name", "suite", "fingerprint",
+    "cipher": "AES-256-GCM", "kdf": {"name": "argon2id", "memory_kib", "iterations", "lanes",
+    "salt"}, "nonce", "ciphertext"}``. The plaintext is ML-KEM-768 seed (64 B) || X25519
+    private (32 B); the wrapping key is Argon2id(passphrase); the AAD is the canonical JSON of
+    every field but ``nonce`` and ``ciphertext``, so an edited name, parameter or fingerprint
+    makes the file fail to open.
 
-Sealed blob formats (the first byte is a format version)
--------------------------------------------------------
-* report: ``0x01 || HPKE(MLKEM768-X25519, HKDF-SHA256, AES-256-GCM)`` single-shot ciphertext
-  (encapsulated key || ciphertext) with ``info = b"safeguard/report/v1|" + reference``.
-  Version 0x02 is reserved for a multi-recipient format (a data key wrapped to several keys).
-* draft: ``0x01 || nonce (12 B) || AES-256-GCM`` with AAD ``b"safeguard/draft/v1|" + pseudonym``.
-* reply handle: ``0x01 || nonce (12 B) || AES-256-GCM(int64 big-endian chat id)`` with AAD
-  ``b"safeguard/reply-handle/v1|" + reference``.
+Sealed formats (the first byte is a format version)
+---------------------------------------------------
+* record: ``0x02 || key_id (16 B) || nonce (12 B) || AES-256-GCM(data key)`` with AAD
+  ``b"safeguard/record/v2|" + reference + b"|" + key_id``.
+* wrapped data key: HPKE single-shot (encapsulated key || ciphertext) of the 32-byte data key,
+  ``info = b"safeguard/data-key/v2|" + reference + b"|" + key_id``.
+* draft, transit text, reply handle: ``0x02 || generation (2 B) || nonce (12 B) ||
+  AES-256-GCM`` under that generation's key, AAD ``b"safeguard/<kind>/v2|" + context``.
+* audit chain: ``HMAC-SHA256(audit key, b"safeguard/audit/v1|" + previous mac + entry)``.
 
 No secret value, passphrase or plaintext ever appears in an exception message or a repr, and
 this module does not log.
@@ -48,8 +65,11 @@ import binascii
 import contextlib
 import json
 import os
+import re
 import secrets
 import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -66,6 +86,7 @@ from bot.errors import (
     KeyFileCorruptError,
     KeysExistError,
     KeysMissingError,
+    NotReadableError,
     TamperedError,
     WrongPassphraseError,
 )
@@ -73,20 +94,30 @@ from bot.errors import (
 __all__ = [
     "SUITE_NAME",
     "BotCrypto",
+    "SealedRecord",
     "StaffKey",
+    "StaffPublicKey",
+    "add_staff_key",
     "create_keys",
     "keys_exist",
+    "record_key_id",
+    "remove_staff_key",
+    "replace_staff_key",
+    "rotate_bot_secrets",
+    "staff_public_keys",
 ]
 
 SUITE_NAME: Final = "MLKEM768-X25519/HKDF-SHA256/AES-256-GCM"
 
 KEYS_DIRNAME: Final = "keys"
-STAFF_PUBLIC_FILE: Final = "staff_public.json"
-STAFF_PRIVATE_FILE: Final = "staff_private.json"
+STAFF_DIRNAME: Final = "staff"
 BOT_SECRETS_FILE: Final = "bot_secrets.json"
-_KEY_FILES: Final = (STAFF_PUBLIC_FILE, STAFF_PRIVATE_FILE, BOT_SECRETS_FILE)
+_PUBLIC_SUFFIX: Final = ".public.json"
+_PRIVATE_SUFFIX: Final = ".key.json"
+# Files of the single shared staff key used before per-person keys.
+_OLD_LAYOUT: Final = ("staff_public.json", "staff_private.json")
 
-_FILE_VERSION: Final = 1
+_FILE_VERSION: Final = 2
 _KIND_PUBLIC: Final = "safeguard-staff-public"
 _KIND_PRIVATE: Final = "safeguard-staff-private"
 _KIND_SECRETS: Final = "safeguard-bot-secrets"
@@ -111,130 +142,235 @@ _X25519_LEN: Final = 32
 _PUBLIC_KEY_LEN: Final = _MLKEM_PUBLIC_LEN + _X25519_LEN
 _PRIVATE_KEY_LEN: Final = _MLKEM_SEED_LEN + _X25519_LEN
 _SECRET_LEN: Final = 32
+_KEY_ID_LEN: Final = 16
 _NONCE_LEN: Final = 12
 _TAG_LEN: Final = 16
-_MAX_KEY_FILE_BYTES: Final = 64 * 1024
+_GEN_LEN: Final = 2
+_MAX_KEY_FILE_BYTES: Final = 256 * 1024
 
-_FORMAT_V1: Final = 1
-_REPORT_INFO_PREFIX: Final = b"safeguard/report/v1|"
-_DRAFT_AAD_PREFIX: Final = b"safeguard/draft/v1|"
-_REPLY_HANDLE_AAD_PREFIX: Final = b"safeguard/reply-handle/v1|"
-_TRANSIT_AAD_PREFIX: Final = b"safeguard/transit/v1|"
-_PSEUDONYM_PREFIX: Final = b"reporter:"
+_FORMAT_V2: Final = 2
+_RECORD_AAD_PREFIX: Final = b"safeguard/record/v2|"
+_DATA_KEY_INFO_PREFIX: Final = b"safeguard/data-key/v2|"
+_DRAFT_AAD_PREFIX: Final = b"safeguard/draft/v2|"
+_REPLY_HANDLE_AAD_PREFIX: Final = b"safeguard/reply-handle/v2|"
+_TRANSIT_AAD_PREFIX: Final = b"safeguard/transit/v2|"
+_AUDIT_PREFIX: Final = b"safeguard/audit/v1|"
+_REPORTER_PREFIX: Final = b"reporter:"
+_RATE_LIMIT_PREFIX: Final = b"rate-limit:"
+
+# Two keyed pseudonyms for two purposes, so a rate-limit counter cannot be joined to a case.
+_PEPPERS: Final = ("reporter_pepper", "rate_limit_pepper")
+_AEAD_SECRETS: Final = ("draft_key", "reply_handle_key", "transit_key")
+# A staff name is also a file name: letters first, then letters, digits, space, . _ -
+_NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9 ._-]{0,39}$")
 
 _SUITE: Final = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 
 
 # --------------------------------------------------------------------------------------------
-# Public functions
+# Staff public keys
 # --------------------------------------------------------------------------------------------
 
 
-def keys_exist(data_dir: Path) -> bool:
-    """Return True if ANY key file exists under ``<data_dir>/keys/``.
+@dataclass(frozen=True)
+class StaffPublicKey:
+    """A staff member's public key: what the bot seals data keys to."""
 
-    This is the same test :func:`create_keys` uses to refuse overwriting: a partial set still
-    counts as existing (and :meth:`BotCrypto.load` then reports what is missing).
-    """
+    name: str
+    fingerprint: str
+    public_bytes: bytes
+    created_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The public key file's document, also what `keys export-public` prints."""
+        return {
+            "kind": _KIND_PUBLIC,
+            "version": _FILE_VERSION,
+            "name": self.name,
+            "suite": SUITE_NAME,
+            "public_key": _b64encode(self.public_bytes),
+            "fingerprint": self.fingerprint,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True)
+class SealedRecord:
+    """A record sealed once under a fresh data key, and that key sealed to each recipient."""
+
+    blob: bytes
+    key_id: bytes
+    wrapped_keys: dict[str, bytes]  # staff key fingerprint -> wrapped data key
+
+
+def keys_exist(data_dir: Path) -> bool:
+    """True if any key file exists under ``<data_dir>/keys/`` (old layout included)."""
     keys_dir = _keys_dir(data_dir)
-    return any((keys_dir / name).exists() for name in _KEY_FILES)
+    if (keys_dir / BOT_SECRETS_FILE).exists():
+        return True
+    if any((keys_dir / name).exists() for name in _OLD_LAYOUT):
+        return True
+    staff_dir = keys_dir / STAFF_DIRNAME
+    return staff_dir.is_dir() and any(staff_dir.iterdir())
+
+
+def staff_public_keys(data_dir: Path) -> list[StaffPublicKey]:
+    """Every current staff member's public key, by name. Each file is checked."""
+    staff_dir = _keys_dir(data_dir) / STAFF_DIRNAME
+    if not staff_dir.is_dir():
+        return []
+    keys = [
+        _read_public(path)
+        for path in sorted(staff_dir.iterdir())
+        if path.name.endswith(_PUBLIC_SUFFIX)
+    ]
+    names = [k.name.casefold() for k in keys]
+    if len(set(names)) != len(names):
+        raise KeyFileCorruptError(f"{staff_dir}: two staff keys carry the same name")
+    return keys
+
+
+def record_key_id(sealed: bytes) -> bytes:
+    """The id of the data key a sealed record needs (to look up its wrapped copies)."""
+    if len(sealed) < 1 + _KEY_ID_LEN + _NONCE_LEN + _TAG_LEN:
+        raise TamperedError("the sealed record is truncated")
+    if sealed[0] != _FORMAT_V2:
+        raise TamperedError(f"the sealed record has an unknown format version ({sealed[0]})")
+    return bytes(sealed[1 : 1 + _KEY_ID_LEN])
+
+
+# --------------------------------------------------------------------------------------------
+# Key ceremonies: creating, adding, removing and rotating keys
+# --------------------------------------------------------------------------------------------
 
 
 def create_keys(
     data_dir: Path,
+    name: str,
     passphrase: str,
     *,
     kdf_memory_kib: int = DEFAULT_KDF_MEMORY_KIB,
     kdf_iterations: int = DEFAULT_KDF_ITERATIONS,
-) -> str:
-    """Create the staff key pair and the bot's secrets; return the staff key fingerprint.
+) -> StaffPublicKey:
+    """Create the bot's secrets and the first staff member's key pair.
 
-    The private key is stored encrypted under ``passphrase``. Raises :class:`KeysExistError`
-    if any key file already exists and :class:`ConfigError` for an empty passphrase or KDF
-    parameters out of range.
+    Raises :class:`KeysExistError` if any key file already exists and :class:`ConfigError`
+    for a bad name, an empty passphrase or KDF parameters out of range.
     """
-    if not passphrase:
-        raise ConfigError("the staff passphrase must not be empty")
-    _check_kdf_params(kdf_memory_kib, kdf_iterations, _KDF_LANES, error=ConfigError)
-
+    _check_new_key(name, passphrase, kdf_memory_kib, kdf_iterations)
     keys_dir = _keys_dir(data_dir)
     if keys_exist(data_dir):
         raise KeysExistError(f"keys already exist in {keys_dir}; refusing to overwrite them")
-    try:
-        _ensure_private_dir(keys_dir)
-    except OSError:
-        raise CryptoError(f"could not create the keys directory {keys_dir}") from None
-
-    # Staff key pair.
-    mlkem_private = mlkem.MLKEM768PrivateKey.generate()
-    x25519_private = x25519.X25519PrivateKey.generate()
-    public_bytes = (
-        mlkem_private.public_key().public_bytes_raw()
-        + x25519_private.public_key().public_bytes_raw()
-    )
-    private_bytes = mlkem_private.private_bytes_raw() + x25519_private.private_bytes_raw()
-    fingerprint = _fingerprint(public_bytes)
-
-    # Private key, encrypted under the passphrase.
-    salt = os.urandom(_KDF_SALT_LEN)
-    header: dict[str, Any] = {
-        "kind": _KIND_PRIVATE,
-        "version": _FILE_VERSION,
-        "suite": SUITE_NAME,
-        "fingerprint": fingerprint,
-        "cipher": _CIPHER_NAME,
-        "kdf": {
-            "name": _KDF_NAME,
-            "memory_kib": kdf_memory_kib,
-            "iterations": kdf_iterations,
-            "lanes": _KDF_LANES,
-            "salt": _b64encode(salt),
-        },
-    }
-    wrapping_key = _derive_wrapping_key(
-        passphrase, salt, kdf_memory_kib, kdf_iterations, _KDF_LANES
-    )
-    nonce = os.urandom(_NONCE_LEN)
-    wrapped = AESGCM(wrapping_key).encrypt(nonce, private_bytes, _canonical_json(header))
-    private_doc = {**header, "nonce": _b64encode(nonce), "ciphertext": _b64encode(wrapped)}
-
-    # Bot secrets: three independent random values.
-    pepper, draft_key, reply_key = (os.urandom(_SECRET_LEN) for _ in range(3))
-    if len({pepper, draft_key, reply_key}) != 3:  # pragma: no cover - astronomically unlikely
-        raise CryptoError("the random number generator returned repeated values")
+    _make_private_dirs(keys_dir)
     secrets_doc = {
         "kind": _KIND_SECRETS,
         "version": _FILE_VERSION,
-        "reporter_pepper": _b64encode(pepper),
-        "draft_key": _b64encode(draft_key),
-        "reply_handle_key": _b64encode(reply_key),
+        "audit_key": _b64encode(os.urandom(_SECRET_LEN)),
+        "generations": [_new_generation(1)],
     }
-
-    public_doc = {
-        "kind": _KIND_PUBLIC,
-        "version": _FILE_VERSION,
-        "suite": SUITE_NAME,
-        "public_key": _b64encode(public_bytes),
-        "fingerprint": fingerprint,
-    }
-
-    # Private key first, public key last: once the bot can seal, the key that opens exists.
-    written: list[Path] = []
+    # The staff key first: once the bot can seal, a key that opens exists.
+    public = _write_staff_key(data_dir, name, passphrase, kdf_memory_kib, kdf_iterations)
     try:
-        for name, doc in (
-            (STAFF_PRIVATE_FILE, private_doc),
-            (BOT_SECRETS_FILE, secrets_doc),
-            (STAFF_PUBLIC_FILE, public_doc),
-        ):
-            path = keys_dir / name
-            _write_private_file(path, _pretty_json(doc))
-            written.append(path)
+        _write_private_file(keys_dir / BOT_SECRETS_FILE, _pretty_json(secrets_doc))
     except OSError:
-        for path in written:
-            with contextlib.suppress(OSError):
-                path.unlink()
         raise CryptoError(f"could not write the key files in {keys_dir}") from None
-    return fingerprint
+    return public
+
+
+def add_staff_key(
+    data_dir: Path,
+    name: str,
+    passphrase: str,
+    *,
+    kdf_memory_kib: int = DEFAULT_KDF_MEMORY_KIB,
+    kdf_iterations: int = DEFAULT_KDF_ITERATIONS,
+) -> StaffPublicKey:
+    """Create a key pair for a new staff member; new records are sealed to them too.
+
+    Raises :class:`KeysExistError` if someone of that name already has a key.
+    """
+    _check_new_key(name, passphrase, kdf_memory_kib, kdf_iterations)
+    if not (_keys_dir(data_dir) / BOT_SECRETS_FILE).exists():
+        raise KeysMissingError("no keys yet; run `safeguard keys init` first")
+    if _find_staff_file(data_dir, name, _PUBLIC_SUFFIX) is not None:
+        raise KeysExistError(f"{name} already has a staff key")
+    return _write_staff_key(data_dir, name, passphrase, kdf_memory_kib, kdf_iterations)
+
+
+def remove_staff_key(data_dir: Path, name: str) -> StaffPublicKey:
+    """Delete a staff member's key files (public first, so the bot stops sealing to them).
+
+    The caller deletes their wrapped data keys from the store. Raises :class:`ConfigError`
+    for the last remaining staff key: without one, nobody could read a new report.
+    """
+    public_path = _find_staff_file(data_dir, name, _PUBLIC_SUFFIX)
+    if public_path is None:
+        raise KeysMissingError(f"no staff key named {name!r}")
+    public = _read_public(public_path)
+    if len(staff_public_keys(data_dir)) == 1:
+        raise ConfigError("refusing to remove the last staff key: nobody could read reports")
+    private_path = public_path.with_name(public_path.name[: -len(_PUBLIC_SUFFIX)] + _PRIVATE_SUFFIX)
+    for path in (public_path, private_path):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    _fsync_dir(public_path.parent)
+    return public
+
+
+def replace_staff_key(
+    data_dir: Path,
+    old: StaffKey,
+    passphrase: str,
+    *,
+    kdf_memory_kib: int = DEFAULT_KDF_MEMORY_KIB,
+    kdf_iterations: int = DEFAULT_KDF_ITERATIONS,
+) -> StaffPublicKey:
+    """Give the holder of ``old`` a new key pair under ``passphrase`` (rotation).
+
+    The caller first seals every data key the old key could open to the new public key
+    (:meth:`StaffKey.share_data_key`), then deletes the old wrapped keys.
+    """
+    _check_new_key(old.name, passphrase, kdf_memory_kib, kdf_iterations)
+    return _write_staff_key(
+        data_dir, old.name, passphrase, kdf_memory_kib, kdf_iterations, replace=True
+    )
+
+
+def rotate_bot_secrets(data_dir: Path) -> int:
+    """Add a new generation of the bot's secrets, which seals from now on; return its id.
+
+    Older generations stay until :func:`forget_retired_secrets`, after everything sealed under
+    them has been sealed again (:meth:`BotCrypto.reseal`). The audit key is not rotated: the
+    chain must stay verifiable from its first entry.
+    """
+    path = _keys_dir(data_dir) / BOT_SECRETS_FILE
+    doc = _read_json(path)
+    _, generations = _parse_secrets(doc, path)
+    now = _iso(datetime.now(UTC))
+    for gen in generations:
+        gen.setdefault("retired_at", now)
+    new_id = max(int(g["id"]) for g in generations) + 1
+    doc["generations"] = [*generations, _new_generation(new_id)]
+    _save_secrets(path, doc)
+    return new_id
+
+
+def forget_retired_secrets(data_dir: Path, *, keep_peppers_days: int = 30) -> None:
+    """Drop the encryption keys of retired generations, and their peppers after
+    ``keep_peppers_days`` (a reporter in the middle of a report is recognised by an older
+    pepper once; unfinished reports are erased long before that)."""
+    path = _keys_dir(data_dir) / BOT_SECRETS_FILE
+    doc = _read_json(path)
+    _, generations = _parse_secrets(doc, path)
+    now = datetime.now(UTC)
+    kept = []
+    for gen in generations[:-1]:
+        age = now - datetime.fromisoformat(str(gen["retired_at"]))
+        if age.total_seconds() > keep_peppers_days * 86400:
+            continue
+        kept.append({k: gen[k] for k in gen if k not in _AEAD_SECRETS})
+    doc["generations"] = [*kept, generations[-1]]
+    _save_secrets(path, doc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,112 +378,122 @@ def create_keys(
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Generation:
+    id: int
+    reporter_pepper: bytes
+    rate_limit_pepper: bytes
+    aeads: dict[str, AESGCM] | None  # None once retired and its keys forgotten
+
+
 class BotCrypto:
-    """What the running bot holds: the staff public key and the bot's secrets.
+    """What the running bot holds: staff public keys and the bot's secrets, never a private
+    key. It can seal records but not open them."""
 
-    Never a private key: the bot can seal reports but not open them.
-    """
-
-    __slots__ = ("_draft_aead", "_fingerprint", "_pepper", "_reply_aead", "_staff_public")
+    __slots__ = ("_audit_key", "_generations", "_recipients", "_staff_dir", "_staff_dir_seen")
 
     def __init__(
         self,
+        recipients: list[StaffPublicKey],
+        secrets_doc: dict[str, Any],
         *,
-        staff_public_bytes: bytes,
-        reporter_pepper: bytes,
-        draft_key: bytes,
-        reply_handle_key: bytes,
+        data_dir: Path | None = None,
     ) -> None:
-        """Prefer :meth:`load`; this checks its inputs the same way."""
-        self._staff_public = _public_key_from_bytes(staff_public_bytes)
-        self._fingerprint = _fingerprint(staff_public_bytes)
-        for value in (reporter_pepper, draft_key, reply_handle_key):
-            if len(value) != _SECRET_LEN:
-                raise KeyFileCorruptError("a bot secret has the wrong length")
-        if len({reporter_pepper, draft_key, reply_handle_key}) != 3:
-            raise KeyFileCorruptError("the bot secrets are not distinct values")
-        self._pepper = reporter_pepper
-        self._draft_aead = AESGCM(draft_key)
-        self._reply_aead = AESGCM(reply_handle_key)
+        """Prefer :meth:`load`; this checks its inputs the same way. With ``data_dir``, staff
+        keys added or removed there take effect at the next record sealed, no restart."""
+        self._set_recipients(recipients)
+        self._staff_dir = _keys_dir(data_dir) / STAFF_DIRNAME if data_dir else None
+        self._staff_dir_seen = self._staff_dir_stamp()
+        audit_key, generations = _parse_secrets(secrets_doc, Path(BOT_SECRETS_FILE))
+        self._audit_key = audit_key
+        self._generations = [
+            _Generation(
+                id=int(g["id"]),
+                reporter_pepper=_b64decode(g["reporter_pepper"]),
+                rate_limit_pepper=_b64decode(g["rate_limit_pepper"]),
+                aeads=(
+                    {k: AESGCM(_b64decode(g[k])) for k in _AEAD_SECRETS}
+                    if _AEAD_SECRETS[0] in g
+                    else None
+                ),
+            )
+            for g in generations
+        ]
 
     @classmethod
     def load(cls, data_dir: Path) -> BotCrypto:
-        """Load the staff public key and the bot secrets from ``<data_dir>/keys/``.
+        """Load the staff public keys and the bot's secrets from ``<data_dir>/keys/``.
 
         Raises :class:`KeysMissingError` if a needed file is absent and
-        :class:`KeyFileCorruptError` if one is unreadable or malformed. The staff private key
-        file is never read.
+        :class:`KeyFileCorruptError` if one is unreadable, malformed or inconsistent. No
+        private key file is read.
         """
         keys_dir = _keys_dir(data_dir)
-        public_path = keys_dir / STAFF_PUBLIC_FILE
-        secrets_path = keys_dir / BOT_SECRETS_FILE
-        public_doc = _read_json(public_path)
-        secrets_doc = _read_json(secrets_path)
-
-        _expect_keys(
-            public_doc, {"kind", "version", "suite", "public_key", "fingerprint"}, public_path
-        )
-        _expect_header(public_doc, _KIND_PUBLIC, public_path)
-        if public_doc["suite"] != SUITE_NAME:
-            raise KeyFileCorruptError(f"{public_path} uses an unsupported suite")
-        public_bytes = _b64field(public_doc, "public_key", public_path, _PUBLIC_KEY_LEN)
-        if public_doc["fingerprint"] != _fingerprint(public_bytes):
-            raise KeyFileCorruptError(f"{public_path}: the fingerprint does not match the key")
-
-        _expect_keys(
-            secrets_doc,
-            {"kind", "version", "reporter_pepper", "draft_key", "reply_handle_key"},
-            secrets_path,
-        )
-        _expect_header(secrets_doc, _KIND_SECRETS, secrets_path)
-        pepper = _b64field(secrets_doc, "reporter_pepper", secrets_path, _SECRET_LEN)
-        draft_key = _b64field(secrets_doc, "draft_key", secrets_path, _SECRET_LEN)
-        reply_key = _b64field(secrets_doc, "reply_handle_key", secrets_path, _SECRET_LEN)
-        if len({pepper, draft_key, reply_key}) != 3:
-            raise KeyFileCorruptError(f"{secrets_path}: the secrets are not distinct values")
-
-        return cls(
-            staff_public_bytes=public_bytes,
-            reporter_pepper=pepper,
-            draft_key=draft_key,
-            reply_handle_key=reply_key,
-        )
+        if any((keys_dir / name).exists() for name in _OLD_LAYOUT):
+            raise KeyFileCorruptError(
+                f"{keys_dir} holds a single shared staff key from an earlier version; "
+                "per-person keys replace it: start a new data dir with `safeguard keys init`"
+            )
+        path = keys_dir / BOT_SECRETS_FILE
+        return cls(staff_public_keys(data_dir), _read_json(path), data_dir=data_dir)
 
     def __repr__(self) -> str:
-        return f"BotCrypto(staff_fingerprint={self._fingerprint!r})"
+        return f"BotCrypto(recipients={[r.fingerprint for r, _ in self._recipients]!r})"
 
     def __reduce__(self) -> Any:
         raise TypeError("BotCrypto holds secrets and cannot be pickled")
 
     @property
-    def staff_fingerprint(self) -> str:
-        """Fingerprint of the staff public key reports are sealed to, e.g. ``ab12 cd34 ...``."""
-        return self._fingerprint
+    def recipients(self) -> list[StaffPublicKey]:
+        """The staff members every new record is sealed to."""
+        return [r for r, _ in self._recipients]
 
+    @property
+    def generation(self) -> int:
+        """The generation of the bot's secrets that seals (changes with `keys rotate`)."""
+        return self._generations[-1].id
+
+    # -- pseudonyms ------------------------------------------------------------------------
     def pseudonym_for(self, telegram_user_id: int) -> str:
-        """A stable pseudonym (64 hex chars) for a Telegram user; the id cannot be recovered."""
-        mac = crypto_hmac.HMAC(self._pepper, hashes.SHA256())
-        mac.update(_PSEUDONYM_PREFIX + str(int(telegram_user_id)).encode("ascii"))
-        return mac.finalize().hex()
+        """A stable pseudonym (64 hex chars) for a reporter; the id cannot be recovered."""
+        return _keyed_hash(
+            self._generations[-1].reporter_pepper, _REPORTER_PREFIX, telegram_user_id
+        )
 
+    def earlier_pseudonyms_for(self, telegram_user_id: int) -> list[str]:
+        """The reporter's pseudonyms under peppers rotated out, newest first: to find an
+        unfinished report begun before a rotation."""
+        return [
+            _keyed_hash(g.reporter_pepper, _REPORTER_PREFIX, telegram_user_id)
+            for g in reversed(self._generations[:-1])
+        ]
+
+    def rate_limit_pseudonym_for(self, telegram_user_id: int) -> str:
+        """A second pseudonym for counting messages (flood control), under its own pepper,
+        so counters cannot be joined to cases."""
+        return _keyed_hash(
+            self._generations[-1].rate_limit_pepper, _RATE_LIMIT_PREFIX, telegram_user_id
+        )
+
+    # -- short-lived text the bot itself reads again --------------------------------------
     def seal_draft(self, pseudonym: str, plaintext: bytes) -> bytes:
         """Encrypt a reporter's unfinished answers, bound to their pseudonym."""
-        return _aead_seal(self._draft_aead, plaintext, _DRAFT_AAD_PREFIX + pseudonym.encode())
+        return self._seal("draft_key", plaintext, _DRAFT_AAD_PREFIX + pseudonym.encode())
 
     def open_draft(self, pseudonym: str, sealed: bytes) -> bytes:
         """Decrypt a draft sealed for ``pseudonym``; :class:`TamperedError` on any failure."""
-        return _aead_open(self._draft_aead, sealed, _DRAFT_AAD_PREFIX + pseudonym.encode(), "draft")
+        return self._open("draft_key", sealed, _DRAFT_AAD_PREFIX + pseudonym.encode(), "draft")
 
     def seal_transit(self, context: str, plaintext: bytes) -> bytes:
         """Encrypt words the bot itself must read again soon, bound to ``context``: an alert's
         trigger until it is acknowledged, a follow-up until it is posted to staff, a staff
         reply the reporter may read again while the case is open. Erased when done."""
-        return _aead_seal(self._draft_aead, plaintext, _TRANSIT_AAD_PREFIX + context.encode())
+        return self._seal("transit_key", plaintext, _TRANSIT_AAD_PREFIX + context.encode())
 
     def open_transit(self, context: str, sealed: bytes) -> bytes:
         """Decrypt what :meth:`seal_transit` sealed for ``context``; :class:`TamperedError`."""
-        return _aead_open(
-            self._draft_aead, sealed, _TRANSIT_AAD_PREFIX + context.encode(), "transit text"
+        return self._open(
+            "transit_key", sealed, _TRANSIT_AAD_PREFIX + context.encode(), "transit text"
         )
 
     def seal_reply_handle(self, reference: str, chat_id: int) -> bytes:
@@ -356,26 +502,111 @@ class BotCrypto:
             chat_bytes = int(chat_id).to_bytes(8, "big", signed=True)
         except OverflowError:
             raise CryptoError("the chat id does not fit in 64 bits") from None
-        return _aead_seal(
-            self._reply_aead, chat_bytes, _REPLY_HANDLE_AAD_PREFIX + reference.encode()
+        return self._seal(
+            "reply_handle_key", chat_bytes, _REPLY_HANDLE_AAD_PREFIX + reference.encode()
         )
 
     def open_reply_handle(self, reference: str, sealed: bytes) -> int:
         """Decrypt the chat id sealed for case ``reference``; :class:`TamperedError` on failure."""
-        chat_bytes = _aead_open(
-            self._reply_aead, sealed, _REPLY_HANDLE_AAD_PREFIX + reference.encode(), "reply handle"
+        chat_bytes = self._open(
+            "reply_handle_key",
+            sealed,
+            _REPLY_HANDLE_AAD_PREFIX + reference.encode(),
+            "reply handle",
         )
         if len(chat_bytes) != 8:
             raise TamperedError("the reply handle has an unexpected length")
         return int.from_bytes(chat_bytes, "big", signed=True)
 
-    def seal_report(self, reference: str, plaintext: bytes) -> bytes:
-        """Encrypt report content to the staff public key (HPKE), bound to case ``reference``.
+    def reseal(self, kind: str, context: str, sealed: bytes) -> bytes | None:
+        """Seal again under the newest generation what an older one sealed (after `keys
+        rotate`). ``kind`` is "draft", "transit" or "reply_handle"; ``context`` what it was
+        bound to (pseudonym, transit context, reference). None if already current."""
+        if _generation_of(sealed) == self.generation:
+            return None
+        key, prefix = {
+            "draft": ("draft_key", _DRAFT_AAD_PREFIX),
+            "transit": ("transit_key", _TRANSIT_AAD_PREFIX),
+            "reply_handle": ("reply_handle_key", _REPLY_HANDLE_AAD_PREFIX),
+        }[kind]
+        aad = prefix + context.encode()
+        return self._seal(key, self._open(key, sealed, aad, kind.replace("_", " ")), aad)
 
-        Only the holder of the staff private key can open it; the bot itself cannot.
+    # -- records for staff -----------------------------------------------------------------
+    def seal_report(self, reference: str, plaintext: bytes) -> SealedRecord:
+        """Encrypt a record of case ``reference`` for every current staff member.
+
+        One fresh data key encrypts the content; HPKE seals that key to each staff public
+        key. The bot keeps nothing that could open it again.
         """
-        ciphertext = _SUITE.encrypt(plaintext, self._staff_public, info=_report_info(reference))
-        return bytes([_FORMAT_V1]) + ciphertext
+        self._follow_staff_changes()
+        data_key = AESGCM.generate_key(bit_length=256)
+        key_id = os.urandom(_KEY_ID_LEN)
+        nonce = os.urandom(_NONCE_LEN)
+        body = AESGCM(data_key).encrypt(nonce, plaintext, _record_aad(reference, key_id))
+        wrapped = {
+            staff.fingerprint: _SUITE.encrypt(
+                data_key, public, info=_data_key_info(reference, key_id)
+            )
+            for staff, public in self._recipients
+        }
+        return SealedRecord(bytes([_FORMAT_V2]) + key_id + nonce + body, key_id, wrapped)
+
+    def chain_audit_entry(self, previous_mac: bytes, entry: bytes) -> bytes:
+        """The MAC of an audit entry, chained to the one before it."""
+        mac = crypto_hmac.HMAC(self._audit_key, hashes.SHA256())
+        mac.update(_AUDIT_PREFIX + previous_mac + entry)
+        return mac.finalize()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _set_recipients(self, recipients: list[StaffPublicKey]) -> None:
+        if not recipients:
+            raise KeysMissingError(
+                "no staff public key: nobody could read a report; add one with "
+                "`safeguard keys add-staff NAME`"
+            )
+        self._recipients = [(r, _public_key_from_bytes(r.public_bytes)) for r in recipients]
+
+    def _staff_dir_stamp(self) -> int | None:
+        if self._staff_dir is None:
+            return None
+        try:
+            return os.stat(self._staff_dir).st_mtime_ns
+        except OSError:
+            return None
+
+    def _follow_staff_changes(self) -> None:
+        # A leaver must stop receiving new records at once, not at the next restart. A key
+        # directory that became unreadable keeps the last good list rather than seal to none.
+        stamp = self._staff_dir_stamp()
+        if stamp == self._staff_dir_seen or self._staff_dir is None:
+            return
+        try:
+            self._set_recipients(staff_public_keys(self._staff_dir.parent.parent))
+        except CryptoError:
+            return  # mid-change or damaged: a report must still be saved; checked again next
+        self._staff_dir_seen = stamp
+
+    def _seal(self, key: str, plaintext: bytes, aad: bytes) -> bytes:
+        current = self._generations[-1]
+        assert current.aeads is not None  # the newest generation always has its keys
+        nonce = os.urandom(_NONCE_LEN)
+        header = bytes([_FORMAT_V2]) + current.id.to_bytes(_GEN_LEN, "big")
+        return header + nonce + current.aeads[key].encrypt(nonce, plaintext, header + aad)
+
+    def _open(self, key: str, sealed: bytes, aad: bytes, what: str) -> bytes:
+        gen_id = _generation_of(sealed, what)
+        generation = next((g for g in self._generations if g.id == gen_id), None)
+        if generation is None or generation.aeads is None:
+            raise TamperedError(f"the sealed {what} was sealed under secrets since forgotten")
+        header = bytes(sealed[: 1 + _GEN_LEN])
+        nonce = bytes(sealed[1 + _GEN_LEN : 1 + _GEN_LEN + _NONCE_LEN])
+        try:
+            return generation.aeads[key].decrypt(
+                nonce, bytes(sealed[1 + _GEN_LEN + _NONCE_LEN :]), header + aad
+            )
+        except InvalidTag:
+            raise TamperedError(f"the sealed {what} failed authentication") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,11 +615,11 @@ class BotCrypto:
 
 
 class StaffKey:
-    """The unlocked staff private key; exists only in a staff member's process (CLI)."""
+    """One staff member's unlocked private key; exists only in that person's process."""
 
-    __slots__ = ("_fingerprint", "_private")
+    __slots__ = ("_fingerprint", "_name", "_private")
 
-    def __init__(self, private_bytes: bytes) -> None:
+    def __init__(self, name: str, private_bytes: bytes) -> None:
         """Prefer :meth:`unlock`. ``private_bytes`` is ML-KEM-768 seed || X25519 private."""
         if len(private_bytes) != _PRIVATE_KEY_LEN:
             raise KeyFileCorruptError("the staff private key has the wrong length")
@@ -405,31 +636,56 @@ class StaffKey:
             mlkem_private.public_key().public_bytes_raw()
             + x25519_private.public_key().public_bytes_raw()
         )
+        self._name = name
         self._private = hpke.MLKEM768X25519PrivateKey(mlkem_private, x25519_private)
         self._fingerprint = _fingerprint(public_bytes)
 
-    @classmethod
-    def unlock(cls, data_dir: Path, passphrase: str) -> StaffKey:
-        """Decrypt the staff private key with ``passphrase``.
+    @staticmethod
+    def names(data_dir: Path) -> list[str]:
+        """Names of the staff members whose private key file is in this data dir."""
+        staff_dir = _keys_dir(data_dir) / STAFF_DIRNAME
+        if not staff_dir.is_dir():
+            return []
+        return [
+            _read_public(p).name
+            for p in sorted(staff_dir.iterdir())
+            if p.name.endswith(_PUBLIC_SUFFIX)
+            and p.with_name(p.name[: -len(_PUBLIC_SUFFIX)] + _PRIVATE_SUFFIX).exists()
+        ]
 
-        Raises :class:`KeysMissingError` if the private key file is absent,
-        :class:`KeyFileCorruptError` if it is malformed (or does not match
-        ``staff_public.json``), and :class:`WrongPassphraseError` if it does not open — which
-        is also what an edited salt, KDF parameter or fingerprint looks like.
+    @classmethod
+    def unlock(cls, data_dir: Path, name: str, passphrase: str) -> StaffKey:
+        """Decrypt ``name``'s private key with their passphrase.
+
+        Raises :class:`KeysMissingError` if there is no key of that name,
+        :class:`KeyFileCorruptError` if the file is malformed (or does not match the public
+        key file), and :class:`WrongPassphraseError` if it does not open — which is also what
+        an edited salt, KDF parameter, name or fingerprint looks like.
         """
-        keys_dir = _keys_dir(data_dir)
-        path = keys_dir / STAFF_PRIVATE_FILE
+        path = _find_staff_file(data_dir, name, _PRIVATE_SUFFIX)
+        if path is None:
+            raise KeysMissingError(f"no staff key named {name!r} in this data dir")
         doc = _read_json(path)
         _expect_keys(
             doc,
-            {"kind", "version", "suite", "fingerprint", "cipher", "kdf", "nonce", "ciphertext"},
+            {
+                "kind",
+                "version",
+                "name",
+                "suite",
+                "fingerprint",
+                "cipher",
+                "kdf",
+                "nonce",
+                "ciphertext",
+            },
             path,
         )
         _expect_header(doc, _KIND_PRIVATE, path)
         if doc["suite"] != SUITE_NAME or doc["cipher"] != _CIPHER_NAME:
             raise KeyFileCorruptError(f"{path} uses an unsupported suite or cipher")
-        if not isinstance(doc["fingerprint"], str):
-            raise KeyFileCorruptError(f"{path}: malformed fingerprint")
+        if not isinstance(doc["fingerprint"], str) or not isinstance(doc["name"], str):
+            raise KeyFileCorruptError(f"{path}: malformed name or fingerprint")
         kdf = doc["kdf"]
         if not isinstance(kdf, dict):
             raise KeyFileCorruptError(f"{path}: malformed KDF parameters")
@@ -445,56 +701,277 @@ class StaffKey:
         wrapped = _b64field(doc, "ciphertext", path, _PRIVATE_KEY_LEN + _TAG_LEN)
 
         if not passphrase:
-            raise WrongPassphraseError("the passphrase does not unlock the staff private key")
+            raise WrongPassphraseError(f"the passphrase does not unlock {name}'s key")
         header = {k: v for k, v in doc.items() if k not in ("nonce", "ciphertext")}
         wrapping_key = _derive_wrapping_key(passphrase, salt, memory_kib, iterations, lanes)
         try:
             private_bytes = AESGCM(wrapping_key).decrypt(nonce, wrapped, _canonical_json(header))
         except InvalidTag:
             raise WrongPassphraseError(
-                "the passphrase does not unlock the staff private key"
-                " (or the key file has been altered)"
+                f"the passphrase does not unlock {name}'s key (or the key file has been altered)"
             ) from None
 
-        key = cls(private_bytes)
+        key = cls(doc["name"], private_bytes)
         if key.fingerprint != doc["fingerprint"]:
             raise KeyFileCorruptError(f"{path}: the fingerprint does not match the key")
-        public_path = keys_dir / STAFF_PUBLIC_FILE
-        if public_path.exists():
-            public_doc = _read_json(public_path)
-            if public_doc.get("fingerprint") != key.fingerprint:
-                raise KeyFileCorruptError(
-                    f"{public_path} does not belong to this private key (fingerprints differ)"
-                )
+        public_path = _find_staff_file(data_dir, name, _PUBLIC_SUFFIX)
+        if public_path is not None and _read_public(public_path).fingerprint != key.fingerprint:
+            raise KeyFileCorruptError(
+                f"{public_path} does not belong to this private key (fingerprints differ)"
+            )
         return key
 
     def __repr__(self) -> str:
-        return f"StaffKey(fingerprint={self._fingerprint!r})"
+        return f"StaffKey(name={self._name!r}, fingerprint={self._fingerprint!r})"
 
     def __reduce__(self) -> Any:
         raise TypeError("StaffKey holds a private key and cannot be pickled")
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     @property
     def fingerprint(self) -> str:
         """Fingerprint of the matching public key, e.g. ``ab12 cd34 ef56 7890``."""
         return self._fingerprint
 
-    def open_report(self, reference: str, sealed: bytes) -> bytes:
-        """Decrypt a report sealed for case ``reference``.
+    def open_report(self, reference: str, sealed: bytes, wrapped_key: bytes | None) -> bytes:
+        """Decrypt a record of case ``reference`` with this member's wrapped copy of its key.
 
-        Raises :class:`TamperedError` if the blob was altered, truncated, is of an unknown
-        format, or was sealed for a different case.
+        Raises :class:`NotReadableError` if the record was not sealed to this key
+        (``wrapped_key`` None) and :class:`TamperedError` if anything was altered, truncated,
+        or belongs to another case.
         """
-        if len(sealed) < 1:
-            raise TamperedError("the sealed report is empty")
-        if sealed[0] != _FORMAT_V1:
-            raise TamperedError(f"the sealed report has an unknown format version ({sealed[0]})")
+        key_id = record_key_id(sealed)
+        if wrapped_key is None:
+            raise NotReadableError(
+                f"this record was not sealed to {self._name}'s key (added after it was "
+                "written; another member can share the archive with `keys add-staff --by`)"
+            )
+        data_key = self._unwrap(reference, key_id, wrapped_key)
+        nonce = bytes(sealed[1 + _KEY_ID_LEN : 1 + _KEY_ID_LEN + _NONCE_LEN])
         try:
-            return _SUITE.decrypt(bytes(sealed[1:]), self._private, info=_report_info(reference))
+            return AESGCM(data_key).decrypt(
+                nonce,
+                bytes(sealed[1 + _KEY_ID_LEN + _NONCE_LEN :]),
+                _record_aad(reference, key_id),
+            )
+        except InvalidTag:
+            raise TamperedError(
+                "the sealed record failed authentication (altered, or another case's record)"
+            ) from None
+
+    def share_data_key(
+        self, reference: str, key_id: bytes, wrapped_key: bytes, to: StaffPublicKey
+    ) -> bytes:
+        """Seal a data key this member holds to another staff member (adding a newcomer to
+        the archive, or moving to a rotated key). The data key never leaves this module."""
+        data_key = self._unwrap(reference, key_id, wrapped_key)
+        public = _public_key_from_bytes(to.public_bytes)
+        return _SUITE.encrypt(data_key, public, info=_data_key_info(reference, key_id))
+
+    def _unwrap(self, reference: str, key_id: bytes, wrapped_key: bytes) -> bytes:
+        try:
+            data_key = _SUITE.decrypt(
+                bytes(wrapped_key), self._private, info=_data_key_info(reference, key_id)
+            )
         except (InvalidTag, ValueError):
             raise TamperedError(
-                "the sealed report failed authentication (altered, or another case's record)"
+                "the wrapped data key failed authentication (altered, or another member's)"
             ) from None
+        if len(data_key) != _SECRET_LEN:
+            raise TamperedError("the wrapped data key has the wrong length")
+        return data_key
+
+
+# --------------------------------------------------------------------------------------------
+# Key files
+# --------------------------------------------------------------------------------------------
+
+
+def _check_new_key(name: str, passphrase: str, memory_kib: int, iterations: int) -> None:
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError(
+            "a staff key name is 1-40 letters, digits, spaces, dots, dashes or underscores, "
+            "starting with a letter"
+        )
+    if not passphrase:
+        raise ConfigError("the staff passphrase must not be empty")
+    _check_kdf_params(memory_kib, iterations, _KDF_LANES, error=ConfigError)
+
+
+def _slug(name: str) -> str:
+    return "-".join(name.split()).casefold()
+
+
+def _find_staff_file(data_dir: Path, name: str, suffix: str) -> Path | None:
+    path = _keys_dir(data_dir) / STAFF_DIRNAME / f"{_slug(name)}{suffix}"
+    return path if path.exists() else None
+
+
+def _write_staff_key(
+    data_dir: Path,
+    name: str,
+    passphrase: str,
+    memory_kib: int,
+    iterations: int,
+    *,
+    replace: bool = False,
+) -> StaffPublicKey:
+    staff_dir = _keys_dir(data_dir) / STAFF_DIRNAME
+    _make_private_dirs(staff_dir)
+    public_path = staff_dir / f"{_slug(name)}{_PUBLIC_SUFFIX}"
+    private_path = staff_dir / f"{_slug(name)}{_PRIVATE_SUFFIX}"
+    if not replace and (public_path.exists() or private_path.exists()):
+        raise KeysExistError(f"{name} already has a staff key")
+
+    mlkem_private = mlkem.MLKEM768PrivateKey.generate()
+    x25519_private = x25519.X25519PrivateKey.generate()
+    public_bytes = (
+        mlkem_private.public_key().public_bytes_raw()
+        + x25519_private.public_key().public_bytes_raw()
+    )
+    private_bytes = mlkem_private.private_bytes_raw() + x25519_private.private_bytes_raw()
+    public = StaffPublicKey(name, _fingerprint(public_bytes), public_bytes, _iso(datetime.now(UTC)))
+
+    salt = os.urandom(_KDF_SALT_LEN)
+    header: dict[str, Any] = {
+        "kind": _KIND_PRIVATE,
+        "version": _FILE_VERSION,
+        "name": name,
+        "suite": SUITE_NAME,
+        "fingerprint": public.fingerprint,
+        "cipher": _CIPHER_NAME,
+        "kdf": {
+            "name": _KDF_NAME,
+            "memory_kib": memory_kib,
+            "iterations": iterations,
+            "lanes": _KDF_LANES,
+            "salt": _b64encode(salt),
+        },
+    }
+    wrapping_key = _derive_wrapping_key(passphrase, salt, memory_kib, iterations, _KDF_LANES)
+    nonce = os.urandom(_NONCE_LEN)
+    wrapped = AESGCM(wrapping_key).encrypt(nonce, private_bytes, _canonical_json(header))
+    private_doc = {**header, "nonce": _b64encode(nonce), "ciphertext": _b64encode(wrapped)}
+    try:
+        # Private first: once the bot seals to the public key, the key that opens exists.
+        _write_private_file(private_path, _pretty_json(private_doc))
+        _write_private_file(public_path, _pretty_json(public.to_json()))
+    except OSError:
+        raise CryptoError(f"could not write {name}'s key files in {staff_dir}") from None
+    return public
+
+
+def _read_public(path: Path) -> StaffPublicKey:
+    doc = _read_json(path)
+    _expect_keys(
+        doc,
+        {"kind", "version", "name", "suite", "public_key", "fingerprint", "created_at"},
+        path,
+    )
+    _expect_header(doc, _KIND_PUBLIC, path)
+    if doc["suite"] != SUITE_NAME:
+        raise KeyFileCorruptError(f"{path} uses an unsupported suite")
+    if not isinstance(doc["name"], str) or not _NAME_RE.fullmatch(doc["name"]):
+        raise KeyFileCorruptError(f"{path}: malformed name")
+    public_bytes = _b64field(doc, "public_key", path, _PUBLIC_KEY_LEN)
+    if doc["fingerprint"] != _fingerprint(public_bytes):
+        raise KeyFileCorruptError(f"{path}: the fingerprint does not match the key")
+    _public_key_from_bytes(public_bytes)
+    return StaffPublicKey(doc["name"], doc["fingerprint"], public_bytes, str(doc["created_at"]))
+
+
+def _new_generation(gen_id: int) -> dict[str, Any]:
+    values = [os.urandom(_SECRET_LEN) for _ in (*_PEPPERS, *_AEAD_SECRETS)]
+    return {
+        "id": gen_id,
+        "created_at": _iso(datetime.now(UTC)),
+        **{k: _b64encode(v) for k, v in zip((*_PEPPERS, *_AEAD_SECRETS), values, strict=True)},
+    }
+
+
+def _parse_secrets(doc: dict[str, Any], path: Path) -> tuple[bytes, list[dict[str, Any]]]:
+    """Check a bot-secrets document; return the audit key and the generations, oldest first.
+
+    Every value must be 32 bytes and distinct from every other, across purposes and
+    generations: a pepper reused as a key, or the two peppers equal, is refused.
+    """
+    _expect_keys(doc, {"kind", "version", "audit_key", "generations"}, path)
+    _expect_header(doc, _KIND_SECRETS, path)
+    audit_key = _b64field(doc, "audit_key", path, _SECRET_LEN)
+    generations = doc["generations"]
+    if not isinstance(generations, list) or not generations:
+        raise KeyFileCorruptError(f"{path}: no generations of secrets")
+    seen = [audit_key]
+    ids = []
+    for i, gen in enumerate(generations):
+        newest = i == len(generations) - 1
+        if not isinstance(gen, dict) or not _is_int(gen.get("id")):
+            raise KeyFileCorruptError(f"{path}: a malformed generation")
+        has_keys = all(k in gen for k in _AEAD_SECRETS)
+        allowed = {"id", "created_at", "retired_at", *_PEPPERS, *_AEAD_SECRETS}
+        if set(gen) - allowed or not all(k in gen for k in _PEPPERS):
+            raise KeyFileCorruptError(f"{path}: generation {gen['id']} has unexpected fields")
+        if newest and (not has_keys or "retired_at" in gen):
+            raise KeyFileCorruptError(f"{path}: the newest generation cannot seal")
+        if not newest and "retired_at" not in gen:
+            raise KeyFileCorruptError(f"{path}: generation {gen['id']} is not marked retired")
+        for field in (*_PEPPERS, *(_AEAD_SECRETS if has_keys else ())):
+            seen.append(_b64field(gen, field, path, _SECRET_LEN))
+        ids.append(gen["id"])
+    if len(set(seen)) != len(seen):
+        raise KeyFileCorruptError(f"{path}: the secrets are not distinct values")
+    if ids != sorted(set(ids)) or not 0 < ids[-1] < 2 ** (8 * _GEN_LEN):
+        raise KeyFileCorruptError(f"{path}: generation ids out of order")
+    return audit_key, generations
+
+
+def _save_secrets(path: Path, doc: dict[str, Any]) -> None:
+    _parse_secrets(doc, path)  # the same checks the bot makes at start-up
+    try:
+        _write_private_file(path, _pretty_json(doc))
+    except OSError:
+        raise CryptoError(f"could not write {path}") from None
+
+
+def _generation_of(sealed: bytes, what: str = "text") -> int:
+    if len(sealed) < 1 + _GEN_LEN + _NONCE_LEN + _TAG_LEN:
+        raise TamperedError(f"the sealed {what} is truncated")
+    if sealed[0] != _FORMAT_V2:
+        raise TamperedError(f"the sealed {what} has an unknown format version ({sealed[0]})")
+    return int.from_bytes(sealed[1 : 1 + _GEN_LEN], "big")
+
+
+def _keyed_hash(pepper: bytes, purpose: bytes, telegram_user_id: int) -> str:
+    mac = crypto_hmac.HMAC(pepper, hashes.SHA256())
+    mac.update(purpose + str(int(telegram_user_id)).encode("ascii"))
+    return mac.finalize().hex()
+
+
+def _record_aad(reference: str, key_id: bytes) -> bytes:
+    return _RECORD_AAD_PREFIX + reference.encode() + b"|" + key_id
+
+
+def _data_key_info(reference: str, key_id: bytes) -> bytes:
+    return _DATA_KEY_INFO_PREFIX + reference.encode() + b"|" + key_id
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _b64decode(value: str) -> bytes:
+    return base64.b64decode(value.encode("ascii"), validate=True)
+
+
+def _make_private_dirs(directory: Path) -> None:
+    try:
+        _ensure_private_dir(directory.parent)
+        _ensure_private_dir(directory)
+    except OSError:
+        raise CryptoError(f"could not create the keys directory {directory}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,10 +981,6 @@ class StaffKey:
 
 def _keys_dir(data_dir: Path) -> Path:
     return Path(data_dir) / KEYS_DIRNAME
-
-
-def _report_info(reference: str) -> bytes:
-    return _REPORT_INFO_PREFIX + reference.encode()
 
 
 def _fingerprint(public_bytes: bytes) -> str:
@@ -549,23 +1022,6 @@ def _check_kdf_params(
         raise error("Argon2id memory cost out of range")
     if not 1 <= iterations <= _KDF_MAX_ITERATIONS:
         raise error("Argon2id iteration count out of range")
-
-
-def _aead_seal(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
-    nonce = os.urandom(_NONCE_LEN)
-    return bytes([_FORMAT_V1]) + nonce + aead.encrypt(nonce, plaintext, aad)
-
-
-def _aead_open(aead: AESGCM, sealed: bytes, aad: bytes, what: str) -> bytes:
-    if len(sealed) < 1 + _NONCE_LEN + _TAG_LEN:
-        raise TamperedError(f"the sealed {what} is truncated")
-    if sealed[0] != _FORMAT_V1:
-        raise TamperedError(f"the sealed {what} has an unknown format version ({sealed[0]})")
-    nonce = bytes(sealed[1 : 1 + _NONCE_LEN])
-    try:
-        return aead.decrypt(nonce, bytes(sealed[1 + _NONCE_LEN :]), aad)
-    except InvalidTag:
-        raise TamperedError(f"the sealed {what} failed authentication") from None
 
 
 def _b64encode(data: bytes) -> str:

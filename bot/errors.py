@@ -8,9 +8,11 @@
     │   ├── KeyFileCorruptError     a key or secrets file is unreadable (never fall back
     │   │                           to plaintext)
     │   ├── WrongPassphraseError    the staff passphrase does not unlock the private key
+    │   ├── NotReadableError        a record was not sealed to this staff member's key
     │   └── TamperedError           a sealed record failed authentication
     ├── StorageError
-    │   └── StorageBusyError        the database stayed locked past the retry budget
+    │   ├── StorageBusyError        the database stayed locked past the retry budget
+    │   └── BotRunningError         the bot is running on this data dir; stop it first
     └── NotFoundError               no such case / reference code
 
 Callers catch the narrowest class they can handle; the CLI turns any SafeguardError into a
@@ -46,6 +48,10 @@ class WrongPassphraseError(CryptoError):
     pass
 
 
+class NotReadableError(CryptoError):
+    pass
+
+
 class TamperedError(CryptoError):
     pass
 
@@ -55,6 +61,10 @@ class StorageError(SafeguardError):
 
 
 class StorageBusyError(StorageError):
+    pass
+
+
+class BotRunningError(StorageError):
     pass
 
 

@@ -14,6 +14,7 @@ from bot.dialogue.service import ReportingService
 from bot.escalation.desk import StaffDesk
 from bot.escalation.paging import Paging
 from bot.escalation.rota import Rota
+from bot.storage.lock import data_dir_lock
 from bot.storage.sqlite import SqliteStore
 from nlu.pipeline import build_nlu
 
@@ -50,18 +51,21 @@ async def open_services(
     crypto = BotCrypto.load(settings.storage.data_dir)
     paging = Paging(settings.escalation, Rota(settings.rota), settings.staff.members, crypto)
     nlu = build_nlu(settings.nlu.engine, settings.nlu.rasa_url)
-    async with SqliteStore(settings.storage.data_dir) as store:
-        try:
-            yield Services(
-                settings=settings,
-                content=content,
-                store=store,
-                crypto=crypto,
-                reporting=ReportingService(content, store, crypto, nlu, paging, on_alert=on_alert),
-                desk=StaffDesk(store, crypto, content, paging, staff_key),
-                paging=paging,
-            )
-        finally:
-            close = getattr(nlu.model, "close", None)  # the Rasa client holds an HTTP session
-            if close is not None:
-                await close()
+    with data_dir_lock(settings.storage.data_dir, "starting the bot"):
+        async with SqliteStore(settings.storage.data_dir, chain=crypto.chain_audit_entry) as store:
+            try:
+                yield Services(
+                    settings=settings,
+                    content=content,
+                    store=store,
+                    crypto=crypto,
+                    reporting=ReportingService(
+                        content, store, crypto, nlu, paging, on_alert=on_alert
+                    ),
+                    desk=StaffDesk(store, crypto, content, paging, staff_key),
+                    paging=paging,
+                )
+            finally:
+                close = getattr(nlu.model, "close", None)  # the Rasa client holds an HTTP session
+                if close is not None:
+                    await close()

@@ -23,6 +23,7 @@ from nlu.pipeline import model_path
 # The terminal has one reporter; the id only feeds the keyed pseudonym, as a Telegram id would.
 TERMINAL_REPORTER_ID = 0
 DEMO_PASSPHRASE = "demo"
+DEMO_STAFF = "demo"
 DEMO_MARKER = "DEMO_KEYS"
 _TAG = re.compile(r"<[^>]+>")
 
@@ -60,9 +61,10 @@ def ensure_demo_keys(settings: Settings, out: TextIO) -> None:
     data_dir = settings.storage.data_dir
     if keys_exist(data_dir):
         return
-    create_keys(data_dir, DEMO_PASSPHRASE)
+    create_keys(data_dir, DEMO_STAFF, DEMO_PASSPHRASE)
     (data_dir / "keys" / DEMO_MARKER).write_text(
-        "These keys were made by `safeguard chat` for a demo. Their passphrase is 'demo'.\n"
+        "These keys were made by `safeguard chat` for a demo.\n"
+        "Staff key 'demo', passphrase 'demo'.\n"
     )
     out.write(
         f"Demo set-up: created {data_dir}/ with demo keys (staff passphrase: {DEMO_PASSPHRASE}).\n"

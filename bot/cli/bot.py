@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from bot.cli.common import PASSPHRASE_ENV, guard, passphrase, settings_for
+from bot.cli.common import AS_HELP, guard, settings_for
+from bot.cli.common import unlock as unlock_key
 from bot.config import Settings
 
 
@@ -18,13 +19,13 @@ def run(
         bool,
         typer.Option(
             "--unlock",
-            help="Unlock the staff key for this process (passphrase from "
-            f"${PASSPHRASE_ENV} or a prompt), so /case shows report content in Telegram.",
+            help="Unlock a staff member's key for this process, so /case shows report "
+            "content in Telegram (whose: --as).",
         ),
     ] = False,
+    as_name: Annotated[str | None, typer.Option("--as", help=AS_HELP)] = None,
 ) -> None:
     """Run the Telegram bot (long polling against telegram.api_base)."""
-    from bot.crypto import StaffKey
     from bot.telegram.app import run_bot
     from bot.terminal import DEMO_MARKER
 
@@ -37,9 +38,7 @@ def run(
             err=True,
         )
         raise typer.Exit(2)
-    staff_key = (
-        guard(lambda: StaffKey.unlock(settings.storage.data_dir, passphrase())) if unlock else None
-    )
+    staff_key = guard(lambda: unlock_key(settings, as_name)) if unlock else None
     guard(lambda: asyncio.run(run_bot(settings, staff_key)))
 
 

@@ -42,3 +42,49 @@ def passphrase(confirm: bool = False) -> str:
     if confirm and getpass.getpass("Again: ") != first:
         raise ConfigError("the two passphrases differ")
     return first
+
+
+NEW_PASSPHRASE_ENV = "SAFEGUARD_NEW_KEY_PASSPHRASE"
+STAFF_NAME_ENV = "SAFEGUARD_STAFF_NAME"
+
+
+def new_passphrase(whose: str) -> str:
+    """A passphrase for a key being made, when another member's unlocks something too."""
+    value = os.environ.get(NEW_PASSPHRASE_ENV)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise ConfigError(f"no passphrase for {whose}: set ${NEW_PASSPHRASE_ENV} or use a terminal")
+    first = getpass.getpass(f"New passphrase for {whose}: ")
+    if getpass.getpass("Again: ") != first:
+        raise ConfigError("the two passphrases differ")
+    return first
+
+
+def staff_name(settings: Settings, given: str | None) -> str:
+    """Whose key to unlock: --as, else $SAFEGUARD_STAFF_NAME, else the only key there is."""
+    from bot.crypto import StaffKey
+
+    name = given or os.environ.get(STAFF_NAME_ENV)
+    if name:
+        return name
+    names = StaffKey.names(settings.storage.data_dir)
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise ConfigError("no staff key in this data dir; run `safeguard keys init`")
+    raise ConfigError(f"say whose key to unlock with --as NAME (one of: {', '.join(names)})")
+
+
+def unlock(settings: Settings, given: str | None) -> Any:
+    """Unlock a staff member's key (StaffKey) with their passphrase."""
+    from bot.crypto import StaffKey
+
+    name = staff_name(settings, given)
+    return StaffKey.unlock(settings.storage.data_dir, name, passphrase())
+
+
+AS_HELP = (
+    f"Whose staff key to unlock (else ${STAFF_NAME_ENV}, else the only one); "
+    f"passphrase from ${PASSPHRASE_ENV} or a prompt."
+)

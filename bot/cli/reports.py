@@ -8,22 +8,27 @@ from typing import Annotated, Any
 
 import typer
 
-from bot.cli.common import guard, passphrase, settings_for
+from bot.cli.common import AS_HELP, guard, settings_for, unlock
 from bot.config import Settings
+from bot.reports.reading import CaseReader
 
 reports_app = typer.Typer(
     help="Read reports (staff; needs a staff passphrase).", no_args_is_help=True
 )
 
 
-async def _open_reports(settings: Settings, ref: str | None) -> list[dict[str, Any]]:
-    from bot.crypto import StaffKey
+async def _open_reports(
+    settings: Settings, ref: str | None, as_name: str | None, action: str = "case_viewed"
+) -> list[dict[str, Any]]:
+    """Cases as dicts; with `ref`, that one case with its records opened (and audited)."""
+    from bot.crypto import BotCrypto
     from bot.errors import NotFoundError
     from bot.reports.reference import normalise_reference
     from bot.storage.sqlite import SqliteStore
 
-    key = StaffKey.unlock(settings.storage.data_dir, passphrase())
-    async with SqliteStore(settings.storage.data_dir) as store:
+    key = unlock(settings, as_name)
+    chain = BotCrypto.load(settings.storage.data_dir).chain_audit_entry
+    async with SqliteStore(settings.storage.data_dir, chain=chain) as store:
         if ref is None:
             cases = await store.list_cases()
         else:
@@ -53,26 +58,59 @@ async def _open_reports(settings: Settings, ref: str | None) -> list[dict[str, A
                 ],
             }
             if ref is not None:
+                reader = CaseReader(store, key)
                 entry["records"] = [
                     {
                         "kind": r.kind,
                         "created_at": r.created_at,
-                        "content": json.loads(key.open_report(case.ref, r.sealed)),
+                        "content": await _open_json(reader, case.ref, r.sealed),
                     }
                     for r in await store.records_for(case.ref)
                 ]
+                entry["timeline"] = [
+                    {
+                        "at": e.at,
+                        "actor": e.actor,
+                        "action": e.action,
+                        "detail": e.detail,
+                        **(
+                            {"note": (await _open_text(reader, case.ref, e.sealed))}
+                            if e.sealed is not None
+                            else {}
+                        ),
+                    }
+                    for e in await store.case_events(case.ref)
+                ]
+                async with store.transaction() as tx:
+                    await tx.audit(key.name, action, case.ref)
             result.append(entry)
         return result
+
+
+async def _open_json(reader: CaseReader, ref: str, sealed: bytes) -> Any:
+    text = await _open_text(reader, ref, sealed)
+    return None if text is None else json.loads(text)
+
+
+async def _open_text(reader: CaseReader, ref: str, sealed: bytes) -> str | None:
+    """None for a record this key was never given (added to the team after it was written)."""
+    from bot.errors import NotReadableError
+
+    try:
+        return (await reader.open(ref, sealed)).decode()
+    except NotReadableError:
+        return None
 
 
 @reports_app.command("list")
 def reports_list(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+    as_name: Annotated[str | None, typer.Option("--as", help=AS_HELP)] = None,
 ) -> None:
     """List cases: reference, level, status, alerts (no content)."""
     settings = settings_for(ctx)
-    cases = guard(lambda: asyncio.run(_open_reports(settings, None)))
+    cases = guard(lambda: asyncio.run(_open_reports(settings, None, as_name)))
     if as_json:
         typer.echo(json.dumps(cases, indent=2, ensure_ascii=False))
         return
@@ -92,12 +130,13 @@ def reports_show(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="Reference code, e.g. K7FQ-3QXM-9PLA")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    as_name: Annotated[str | None, typer.Option("--as", help=AS_HELP)] = None,
 ) -> None:
     """Decrypt and show one case: the report, alert snapshots and follow-ups."""
     from bot.reports.answers import shown_answer
 
     settings = settings_for(ctx)
-    (case,) = guard(lambda: asyncio.run(_open_reports(settings, ref)))
+    (case,) = guard(lambda: asyncio.run(_open_reports(settings, ref, as_name)))
     if as_json:
         typer.echo(json.dumps(case, indent=2, ensure_ascii=False))
         return
@@ -119,6 +158,9 @@ def reports_show(
     for record in case["records"]:
         typer.echo(f"\n--- {record['kind']} at {record['created_at']} ---")
         content = record["content"]
+        if content is None:
+            typer.echo("(not sealed to your key: ask a colleague to share it)")
+            continue
         if content.get("trigger"):
             typer.echo(f"Message that raised the alert: {content['trigger']}")
         for line in content.get("first_messages", []):

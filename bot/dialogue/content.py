@@ -162,6 +162,71 @@ class StaffWording(_Strict):
     staff_help: str
 
 
+class ReferralFieldLabels(_Strict):
+    what_happened: str
+    who_is_at_risk: str
+    age: str
+    where: str
+    when: str
+    people_and_vehicles: str
+    danger_now: str
+    reporter_role: str
+    contact: str
+    anything_else: str
+
+
+class ReferralWording(_Strict):
+    """The headings and labels of a referral export (bot/reports/referral.py)."""
+
+    title: str
+    intro: str
+    reference: str
+    level: str
+    status: str
+    outcome: str
+    reported_by: str
+    opened: str
+    report_sent: str
+    closed: str
+    exported: str
+    not_yet: str
+    can_reply: str
+    can_reply_yes: str
+    can_reply_no: str
+    answers_title: str
+    report_not_sent: str
+    no_answers: str
+    fields: ReferralFieldLabels
+    other_answers: str
+    not_given: str
+    skipped: str
+    registrations: str
+    found_in_text: str
+    entity_labels: dict[str, str]
+    first_messages: str
+    changed_messages: str
+    risk_signals: str
+    alert_line: str
+    why_raised: str
+    trigger: str
+    acknowledged: str
+    not_acknowledged: str
+    no_alerts: str
+    followups: str
+    staff_notes: str
+    note_by: str
+    none: str
+    timeline: str
+    timeline_events: dict[str, str]
+    reporter: str
+    bot: str
+    footer: str
+    page: str
+    missing_char: str
+    right_to_left: str
+    time_format: str
+
+
 class Wording(_Strict):
     welcome: str
     help: str
@@ -207,6 +272,7 @@ class Wording(_Strict):
     exit_done: str
     something_went_wrong: str
     staff: StaffWording
+    referral: ReferralWording
 
     def question(self, step: str, audience: str) -> str:
         texts = self.questions[step]

@@ -107,7 +107,7 @@ class ReportingService:
         # A private chat's id is the user's id, so this is the reporter's pseudonym.
         pseudonym = self.crypto.pseudonym_for(chat_id)
         async with self._lock_for(pseudonym):
-            draft = await self._load_draft(pseudonym) or Draft(step=DONE, case_ref=ref)
+            draft = await self._load_draft(pseudonym, chat_id) or Draft(step=DONE, case_ref=ref)
             draft.track(list(message_ids))
             try:
                 async with self.store.transaction() as tx:
@@ -149,7 +149,7 @@ class ReportingService:
     ) -> Turn | None:
         if origin.update_id is not None and await self.store.was_processed(origin.update_id):
             return None
-        draft = await self._load_draft(pseudonym)
+        draft = await self._load_draft(pseudonym, origin.reporter_id)
         if inbound.kind == "followup":
             turn = await self._attach(draft, inbound.text)
         else:
@@ -199,8 +199,10 @@ class ReportingService:
         when = start.strftime("%A at %H:%M").replace(" at 0", " at ")
         turn.outputs.append(Reply(self.content.wording.reply_expected.format(when=when)))
 
-    async def _load_draft(self, pseudonym: str) -> Draft | None:
+    async def _load_draft(self, pseudonym: str, reporter_id: int | None = None) -> Draft | None:
         sealed = await self.store.load_draft(pseudonym)
+        if sealed is None and reporter_id is not None:
+            return await self._adopt_earlier_draft(pseudonym, reporter_id)
         if sealed is None:
             return None
         try:
@@ -210,6 +212,25 @@ class ReportingService:
             # than lock the reporter out. Nothing of it can be shown, so nothing is lost to them.
             log.error("draft_unreadable")
             return None
+
+    async def _adopt_earlier_draft(self, pseudonym: str, reporter_id: int) -> Draft | None:
+        """A report begun before the bot's secrets were rotated is stored under the reporter's
+        earlier pseudonym: move it to the current one, so nobody loses a half-told report."""
+        for earlier in self.crypto.earlier_pseudonyms_for(reporter_id):
+            sealed = await self.store.load_draft(earlier)
+            if sealed is None:
+                continue
+            try:
+                draft = Draft.from_bytes(self.crypto.open_draft(earlier, sealed))
+            except (TamperedError, ValueError, TypeError):
+                log.error("draft_unreadable")
+                return None
+            async with self.store.transaction() as tx:
+                await tx.erase_draft(earlier)
+                await tx.save_draft(pseudonym, self._seal_draft(pseudonym, draft))
+            log.info("draft_moved_to_new_pseudonym")
+            return draft
+        return None
 
     def _seal_draft(self, pseudonym: str, draft: Draft) -> bytes:
         return self.crypto.seal_draft(pseudonym, draft.to_bytes())

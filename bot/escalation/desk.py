@@ -20,9 +20,10 @@ from typing import Any
 
 from bot.crypto import BotCrypto, StaffKey
 from bot.dialogue.content import Content
-from bot.errors import NotFoundError, TamperedError
+from bot.errors import NotFoundError, NotReadableError, TamperedError
 from bot.escalation.paging import Paging, followup_context, reply_context, trigger_context, utcnow
 from bot.reports.answers import shown_answer
+from bot.reports.reading import CaseReader
 from bot.storage.base import CaseRow, DeliveryRow, EscalationRow
 from bot.storage.sqlite import SqliteStore, iso
 
@@ -350,10 +351,11 @@ class StaffDesk:
         assert self.staff_key is not None
         w = self.w
         out = [f"<b>{w.content_title}</b>"]
+        reader = CaseReader(self.store, self.staff_key)
         for record in await self.store.records_for(ref):
             try:
-                body: dict[str, Any] = json.loads(self.staff_key.open_report(ref, record.sealed))
-            except TamperedError:
+                body: dict[str, Any] = json.loads(await reader.open(ref, record.sealed))
+            except (TamperedError, NotReadableError):
                 out.append(w.record_unreadable)
                 continue
             out.append(
@@ -372,8 +374,8 @@ class StaffDesk:
             if event.sealed is None:
                 continue
             try:
-                note = self.staff_key.open_report(ref, event.sealed).decode()
-            except TamperedError:
+                note = (await reader.open(ref, event.sealed)).decode()
+            except (TamperedError, NotReadableError):
                 out.append(w.record_unreadable)
                 continue
             out.append(
@@ -420,9 +422,8 @@ class StaffDesk:
 
     async def note(self, ref: str, by: str, text: str) -> None:
         await self.store.get_case(ref)
-        sealed = self.crypto.seal_report(ref, text.encode())
         async with self.store.transaction() as tx:
-            await tx.add_event(ref, by, "note", sealed=sealed)
+            await tx.add_event(ref, by, "note", sealed=self.crypto.seal_report(ref, text.encode()))
         log.info("case_note_added case=%s", ref)
 
     async def close(self, ref: str, by: str, outcome: str) -> ActionResult:

@@ -19,11 +19,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
 from bot.errors import NotFoundError, StorageBusyError, StorageError
+from bot.storage import audit
 from bot.storage.base import (
     CaseEvent,
     CaseRow,
@@ -32,6 +33,9 @@ from bot.storage.base import (
     PagerHolder,
     RecordRow,
 )
+
+if TYPE_CHECKING:
+    from bot.crypto import SealedRecord
 
 DB_NAME = "safeguard.sqlite3"
 BUSY_TIMEOUT_MS = 5000
@@ -91,9 +95,18 @@ class _PriorityLock:
 
 
 class SqliteStore:
-    def __init__(self, data_dir: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        *,
+        chain: audit.ChainFn | None = None,
+    ) -> None:
+        """`chain` (`BotCrypto.chain_audit_entry`) signs the audit trail; a store opened
+        without it can read, and write anything but staff actions and key operations."""
         self.path = data_dir / DB_NAME
         self.busy_timeout_ms = busy_timeout_ms
+        self.chain = chain
         self._db: aiosqlite.Connection | None = None
         # Reads go through a second connection: in WAL mode they never wait for a writer.
         self._reader: aiosqlite.Connection | None = None
@@ -185,7 +198,7 @@ class SqliteStore:
             except sqlite3.OperationalError as exc:
                 raise _storage_error(exc) from None
             try:
-                yield Tx(db)
+                yield Tx(db, self.chain)
                 await db.execute("COMMIT")
             except sqlite3.Error as exc:
                 await _rollback(db)
@@ -261,6 +274,37 @@ class SqliteStore:
             (ref,),
         )
         return [RecordRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+
+    async def wrapped_keys(self, ref: str, recipient: str) -> dict[bytes, bytes]:
+        """A staff member's wrapped data keys for a case's records, by key id."""
+        rows = await self._fetch(
+            "SELECT key_id, wrapped FROM sealed_keys WHERE case_ref = ? AND recipient = ?",
+            (ref, recipient),
+        )
+        return {bytes(r[0]): bytes(r[1]) for r in rows}
+
+    async def recipients_in_use(self) -> dict[str, int]:
+        """How many wrapped data keys each staff key fingerprint holds."""
+        rows = await self._fetch(
+            "SELECT recipient, COUNT(*) FROM sealed_keys GROUP BY recipient ORDER BY recipient"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    async def verify_audit(self) -> audit.AuditReport:
+        if self.chain is None:
+            raise StorageError("verifying the audit trail needs the bot's secrets")
+        async with self._read_lock:
+            reader = self._reader
+            if reader is None:
+                raise StorageError("store is not open")
+            return await audit.verify(reader, self.chain)
+
+    async def audit_entries(self, ref: str | None = None) -> list[audit.AuditEntry]:
+        async with self._read_lock:
+            reader = self._reader
+            if reader is None:
+                raise StorageError("store is not open")
+            return await audit.entries(reader, ref)
 
     async def escalations_for(self, ref: str) -> list[EscalationRow]:
         rows = await self._fetch(
@@ -388,8 +432,17 @@ class SqliteStore:
 class Tx:
     """The write side of the store, used only inside `SqliteStore.transaction()`."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, chain: audit.ChainFn | None = None) -> None:
         self._db = db
+        self._chain = chain
+
+    async def audit(
+        self, actor: str, action: str, case_ref: str | None = None, detail: str | None = None
+    ) -> None:
+        """Append to the hash-chained audit trail: who did what to which case. No content."""
+        if self._chain is None:
+            raise StorageError("the audit trail needs the bot's secrets to sign it")
+        await audit.append(self._db, self._chain, now_iso(), actor, action, case_ref, detail)
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         async with self._db.execute(sql, params) as cur:
@@ -433,12 +486,72 @@ class Tx:
     async def mark_submitted(self, ref: str) -> None:
         await self._db.execute("UPDATE cases SET submitted_at = ? WHERE ref = ?", (now_iso(), ref))
 
-    async def add_record(self, ref: str, kind: str, sealed: bytes) -> int:
+    async def add_record(self, ref: str, kind: str, sealed: SealedRecord) -> int:
         cur = await self._db.execute(
             "INSERT INTO records (case_ref, kind, created_at, sealed) VALUES (?, ?, ?, ?)",
-            (ref, kind, now_iso(), sealed),
+            (ref, kind, now_iso(), sealed.blob),
         )
+        await self._add_wrapped_keys(ref, sealed)
         return int(cur.lastrowid or 0)
+
+    async def _add_wrapped_keys(self, ref: str, sealed: SealedRecord) -> None:
+        await self._db.executemany(
+            "INSERT INTO sealed_keys (key_id, case_ref, recipient, wrapped) VALUES (?, ?, ?, ?)",
+            [(sealed.key_id, ref, fp, wrapped) for fp, wrapped in sealed.wrapped_keys.items()],
+        )
+
+    # ------------------------------------------------------------------ key ceremonies
+    async def wrapped_keys_of(self, recipient: str) -> list[tuple[bytes, str, bytes]]:
+        """(key id, case, wrapped key) of every data key sealed to one staff key."""
+        rows = await self._db.execute_fetchall(
+            "SELECT key_id, case_ref, wrapped FROM sealed_keys WHERE recipient = ?",
+            (recipient,),
+        )
+        return [(bytes(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    async def add_wrapped_key(
+        self, key_id: bytes, ref: str, recipient: str, wrapped: bytes
+    ) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO sealed_keys (key_id, case_ref, recipient, wrapped) "
+            "VALUES (?, ?, ?, ?)",
+            (key_id, ref, recipient, wrapped),
+        )
+
+    async def forget_recipient(self, recipient: str) -> int:
+        """Delete every data key sealed to one staff key (a leaver, a rotated key)."""
+        cur = await self._db.execute("DELETE FROM sealed_keys WHERE recipient = ?", (recipient,))
+        return cur.rowcount
+
+    async def readable_only_by(self, recipient: str) -> int:
+        """How many records nobody but this staff key can open."""
+        row = await self._one(
+            "SELECT COUNT(*) FROM sealed_keys k WHERE k.recipient = ? AND NOT EXISTS "
+            "(SELECT 1 FROM sealed_keys o WHERE o.key_id = k.key_id AND o.recipient != ?)",
+            (recipient, recipient),
+        )
+        return int(row[0])
+
+    async def short_lived_sealed(self) -> list[tuple[str, str, int, str, str, bytes]]:
+        """Everything sealed under the bot's own secrets, to seal again after a rotation:
+        (table, column, rowid, kind, what it is bound to, blob)."""
+        queries = (
+            ("conversations", "sealed", "draft", "pseudonym"),
+            ("cases", "reply_handle", "reply_handle", "ref"),
+            ("escalations", "trigger_sealed", "trigger", "case_ref"),
+            ("deliveries", "body_sealed", "followup", "case_ref"),
+            ("case_events", "for_reporter", "reply", "case_ref"),
+        )
+        found = []
+        for table, column, kind, owner in queries:
+            rows = await self._db.execute_fetchall(
+                f"SELECT rowid, {owner}, {column} FROM {table} WHERE {column} IS NOT NULL"
+            )
+            found += [(table, column, int(r[0]), kind, str(r[1]), bytes(r[2])) for r in rows]
+        return found
+
+    async def replace_sealed(self, table: str, column: str, rowid: int, blob: bytes) -> None:
+        await self._db.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (blob, rowid))
 
     async def set_reply_handle(self, ref: str, sealed: bytes | None) -> None:
         await self._db.execute("UPDATE cases SET reply_handle = ? WHERE ref = ?", (sealed, ref))
@@ -608,10 +721,12 @@ class Tx:
             "WHERE ref = ? AND status = 'open'",
             (outcome, now_iso(), ref),
         )
-        # Staff replies kept for the reporter to read again go with the open case.
+        # Staff replies kept for the reporter to read again go with the open case, and so
+        # does the way to reach the reporter: after closing, nobody can message them.
         await self._db.execute(
             "UPDATE case_events SET for_reporter = NULL WHERE case_ref = ?", (ref,)
         )
+        await self._db.execute("UPDATE cases SET reply_handle = NULL WHERE ref = ?", (ref,))
         return cur.rowcount == 1
 
     async def reopen_case(self, ref: str) -> bool:
@@ -629,14 +744,18 @@ class Tx:
         action: str,
         detail: str | None = None,
         *,
-        sealed: bytes | None = None,
+        sealed: SealedRecord | None = None,
         for_reporter: bytes | None = None,
     ) -> None:
+        """A line of the case's timeline, also appended to the audit trail."""
         await self._db.execute(
             "INSERT INTO case_events (at, case_ref, actor, action, detail, sealed, for_reporter) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (now_iso(), ref, actor, action, detail, sealed, for_reporter),
+            (now_iso(), ref, actor, action, detail, sealed and sealed.blob, for_reporter),
         )
+        if sealed is not None and ref is not None:
+            await self._add_wrapped_keys(ref, sealed)
+        await self.audit(actor, action, ref, detail)
 
     async def take_pager(self, name: str, until: str) -> None:
         await self._db.execute(

@@ -111,8 +111,9 @@ async def run_bot(settings: Settings, staff_key: StaffKey | None = None) -> None
             await health.start()  # first: if its port is taken, nothing else has started
             worker.start()
             log.info(
-                "bot_started staff_key=%s unlocked=%s",
-                services.crypto.staff_fingerprint,
+                "bot_started staff_keys=%d generation=%d unlocked=%s",
+                len(services.crypto.recipients),
+                services.crypto.generation,
                 staff_key is not None,
             )
 
