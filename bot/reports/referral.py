@@ -13,7 +13,9 @@ Inputs
 caller adds them; otherwise the outcome and closing time are read from the last ``closed`` event
 of the timeline. ``timeline`` is the case's staff events, oldest first or not:
 ``{"at", "actor", "action", "detail"}``, plus ``"note"`` holding the decrypted text of a note
-(or of a reply to the reporter) where there is one.
+(or of a reply to the reporter) where there is one, ``None`` where the key could not open it;
+``case["timeline"]`` as ``_open_reports`` now builds it is exactly that. A record whose
+``content`` is ``None`` (not sealed to this staff key) is listed in ``unreadable_records``.
 
 The JSON document (``build_referral``), format ``safeguard-referral/1``
 ----------------------------------------------------------------------
@@ -56,7 +58,8 @@ holds the machine code and its wording label (the code where the wording has non
         "acknowledged_by": str | null, "acknowledged_at": str | null
       }],
       "followups": [{"at": str, "text": str}],          # added later by the reporter
-      "staff_notes": [{"at": str, "by": str, "text": str | null}],
+      "staff_notes": [{"at": str, "by": str, "text": str | null}],  # null: not readable
+      "unreadable_records": [{"kind": str, "created_at": str}],  # not sealed to this key
       "timeline": [{                         # staff events, alerts and records, oldest first
         "at": str, "actor": str, "action": str, "label": str,
         "detail": str | null, "text": str | null
@@ -121,7 +124,9 @@ def build_referral(
 ) -> dict[str, Any]:
     """The referral document for one decrypted case (structure: see the module docstring)."""
     staff, w = wording.staff, wording.referral
-    records = [r for r in case.get("records") or [] if isinstance(r.get("content"), dict)]
+    every_record = list(case.get("records") or [])
+    # A record this staff key was never given opens as None: listed, never silently left out.
+    records = [r for r in every_record if isinstance(r.get("content"), dict)]
     source = _answers_source(records)
     content: dict[str, Any] = source["content"] if source else {}
 
@@ -190,7 +195,12 @@ def build_referral(
             for e in _by_time(timeline, "at")
             if e.get("action") == "note"
         ],
-        "timeline": _timeline(timeline, records, signals, wording),
+        "unreadable_records": [
+            {"kind": r.get("kind"), "created_at": r.get("created_at")}
+            for r in _by_time(every_record, "created_at")
+            if not isinstance(r.get("content"), dict)
+        ],
+        "timeline": _timeline(timeline, every_record, signals, wording),
     }
 
 
@@ -379,8 +389,23 @@ def _font_paths() -> tuple[Path, Path]:
 
 def referral_pdf(referral: dict[str, Any], *, wording: Wording) -> bytes:
     """The referral (from ``build_referral``) as an A4 PDF."""
+    # Drawn twice: the first time to count the pages for "Page n of m" (fpdf2's "{nb}" alias
+    # would also replace those characters inside the reporter's words).
     first = _render(referral, wording, pages=None)
-    return bytes(_render(referral, wording, pages=first.pages_count).output())
+    pages = first.pages_count
+    _close_fonts(first)
+    final = _render(referral, wording, pages=pages)
+    try:
+        return bytes(final.output())
+    finally:
+        _close_fonts(final)
+
+
+def _close_fonts(pdf: Any) -> None:
+    for font in pdf.fonts.values():
+        close = getattr(font, "close", None)
+        if close is not None:
+            close()
 
 
 def _render(referral: dict[str, Any], wording: Wording, pages: int | None) -> Any:
@@ -505,16 +530,17 @@ class _Writer:
         self.answers(r)
         self.signals(r)
         self.listing(w.followups, [(self.time(f["at"]), f["text"]) for f in r.get("followups", [])])
-        self.listing(
-            w.staff_notes,
-            [
-                (
-                    w.note_by.format(name=n.get("by") or "", time=self.time(n.get("at"))),
-                    n.get("text") or "",
-                )
-                for n in r.get("staff_notes", [])
-            ],
-        )
+        unreadable = self.wording.staff.record_unreadable
+        notes = [
+            (w.note_by.format(name=n.get("by") or "", time=self.time(n.get("at"))), n.get("text"))
+            for n in r.get("staff_notes", [])
+        ]
+        self.listing(w.staff_notes, [(head, unreadable if t is None else t) for head, t in notes])
+        if r.get("unreadable_records"):
+            self.pdf.ln(2)
+            for record in r["unreadable_records"]:
+                kind = self.wording.staff.record_labels.get(str(record.get("kind")), "")
+                self.text(f"{kind} {self.time(record.get('created_at'))}: {unreadable}", size=9)
         self.timeline(r)
 
     def facts(self, r: dict[str, Any]) -> None:
