@@ -10,12 +10,15 @@ from typing import Any
 import pytest
 
 from bot.config import EscalationSettings, LevelPolicy
-from bot.crypto import BotCrypto, create_keys
+from bot.crypto import BotCrypto, StaffKey, create_keys
 from bot.escalation.paging import Paging
 from bot.escalation.rota import Rota, RotaSettings
+from bot.reports.reading import CaseReader
+from bot.storage.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PASSPHRASE = "correct horse battery staple"
+TEST_STAFF = "lead"
 # Tests use a cheap Argon2id so the suite stays fast; the defaults are tested in test_crypto.
 FAST_KDF: dict[str, int] = {"kdf_memory_kib": 8192, "kdf_iterations": 1}
 
@@ -39,7 +42,7 @@ def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def data_dir(tmp_path: Path) -> Path:
     """A data dir with staff keys and bot secrets, made with the test passphrase."""
     path = tmp_path / "data"
-    create_keys(path, TEST_PASSPHRASE, **FAST_KDF)
+    create_keys(path, TEST_STAFF, TEST_PASSPHRASE, **FAST_KDF)
     return path
 
 
@@ -54,3 +57,17 @@ def make_paging(
     routine = LevelPolicy(notify="queue", ack_timeout_seconds=86_400)
     settings = EscalationSettings(**{"routine": routine, **policies})
     return Paging(settings, Rota(rota or RotaSettings()), members or [], crypto)
+
+
+def signed_store(data_dir: Path, **kwargs: Any) -> SqliteStore:
+    """The store as the bot opens it: staff actions signed into the audit trail."""
+    return SqliteStore(data_dir, chain=BotCrypto.load(data_dir).chain_audit_entry, **kwargs)
+
+
+def staff_key(data_dir: Path, name: str = TEST_STAFF) -> StaffKey:
+    return StaffKey.unlock(data_dir, name, TEST_PASSPHRASE)
+
+
+async def open_record(data_dir: Path, store: SqliteStore, ref: str, sealed: bytes) -> bytes:
+    """A sealed record opened the way staff open it: their wrapped copy of its data key."""
+    return await CaseReader(store, staff_key(data_dir)).open(ref, sealed)

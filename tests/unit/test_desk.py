@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from bot.config import EscalationSettings, LevelPolicy, Settings, load_settings
-from bot.crypto import BotCrypto, StaffKey
+from bot.crypto import BotCrypto
 from bot.dialogue.content import Content
 from bot.escalation.desk import StaffDesk
 from bot.storage.sqlite import DB_NAME, SqliteStore, _migrations, _split_sql
-from tests.conftest import ROOT, TEST_PASSPHRASE, make_paging
+from tests.conftest import ROOT, make_paging, signed_store, staff_key
 
 REF = "K7FQ-3QXM-9PLA"
 OTHER = "AAAA-BBBB-CCCC"
@@ -22,13 +22,13 @@ OTHER = "AAAA-BBBB-CCCC"
 
 @pytest.fixture
 async def store(data_dir: Path) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(data_dir) as s:
+    async with signed_store(data_dir) as s:
         yield s
 
 
 def desk_for(store: SqliteStore, data_dir: Path, unlocked: bool = False) -> StaffDesk:
     crypto = BotCrypto.load(data_dir)
-    key = StaffKey.unlock(data_dir, TEST_PASSPHRASE) if unlocked else None
+    key = staff_key(data_dir) if unlocked else None
     return StaffDesk(store, crypto, Content.load(ROOT / "config", "en"), make_paging(crypto), key)
 
 

@@ -22,7 +22,7 @@ from bot.escalation.outbox import DeliveryDelayed, DeliveryWorker, RecipientUnre
 from bot.escalation.paging import Paging
 from bot.escalation.rota import OnCall, RotaSettings, Shift
 from bot.storage.sqlite import SqliteStore, iso
-from tests.conftest import ROOT, make_paging
+from tests.conftest import ROOT, make_paging, signed_store
 
 REF = "AAAA-BBBB-CCCC"
 IMMEDIATE = LevelPolicy(
@@ -58,7 +58,7 @@ class FakeNotifier:
 
 @pytest.fixture
 async def store(data_dir: Path) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(data_dir) as s:
+    async with signed_store(data_dir) as s:
         yield s
 
 
@@ -193,17 +193,17 @@ async def test_acknowledging_stops_every_timer_and_cancels_what_was_not_sent(
 async def test_a_restart_neither_forgets_nor_repeats_a_pending_step(
     data_dir: Path, paging: Paging, notifier: FakeNotifier
 ) -> None:
-    async with SqliteStore(data_dir) as store:
+    async with signed_store(data_dir) as store:
         await raise_alert(store)
         t0 = datetime.now(UTC)
         await settle(worker_for(store, paging, notifier), t0)
     assert len(notifier.sent) == 2
     # A new process (new worker, same database) after the timeout: the backup step fires once.
-    async with SqliteStore(data_dir) as store:
+    async with signed_store(data_dir) as store:
         worker = worker_for(store, paging, notifier)
         await settle(worker, started(t0, 125))
         await settle(worker, started(t0, 126))
-    async with SqliteStore(data_dir) as store:
+    async with signed_store(data_dir) as store:
         await settle(worker_for(store, paging, notifier), started(t0, 127))
     assert notifier.recipients()[2:] == ["dm:Ben"]
 

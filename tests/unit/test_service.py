@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.crypto import BotCrypto, StaffKey
+from bot.crypto import BotCrypto
 from bot.dialogue.content import Content
 from bot.dialogue.engine import Button, Inbound, Reply
 from bot.dialogue.service import Origin, ReportingService
 from bot.storage.sqlite import DB_NAME, SqliteStore
 from nlu.pipeline import Nlu, build_nlu
-from tests.conftest import ROOT, TEST_PASSPHRASE, make_paging
+from tests.conftest import ROOT, make_paging, open_record, signed_store
 
 REPORTER = 7_123_456_789
 CANARY = "canary-Zq81-violet-umbrella"
@@ -54,7 +54,7 @@ class CollectingMessenger:
 
 @pytest.fixture
 async def store(data_dir: Path) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(data_dir, busy_timeout_ms=200) as s:
+    async with signed_store(data_dir, busy_timeout_ms=200) as s:
         yield s
 
 
@@ -124,9 +124,7 @@ async def test_report_is_sealed_and_readable_only_with_the_staff_key(
     records = await service.store.records_for(ref)
     assert [rec.kind for rec in records] == ["report"]
     assert CANARY.encode() not in records[0].sealed
-    opened = json.loads(
-        StaffKey.unlock(data_dir, TEST_PASSPHRASE).open_report(ref, records[0].sealed)
-    )
+    opened = json.loads(await open_record(data_dir, service.store, ref, records[0].sealed))
     assert any(CANARY in (a.get("text") or "") for a in opened["answers"])
     case = await service.store.get_case(ref)
     assert case.can_reply and case.submitted_at is not None
@@ -164,13 +162,13 @@ async def test_duplicate_update_is_not_recorded_twice(
 async def test_a_restart_resumes_where_the_reporter_was(
     content: Content, data_dir: Path, nlu: Nlu
 ) -> None:
-    async with SqliteStore(data_dir) as store:
+    async with signed_store(data_dir) as store:
         first = _service(content, store, data_dir, nlu)
         r = Reporter(first)
         await r.do(Inbound("start"))
         await r.press(content.wording.audiences["worried_adult"])
         await r.say("my neighbour's child")
-    async with SqliteStore(data_dir) as store:
+    async with signed_store(data_dir) as store:
         second = _service(content, store, data_dir, nlu)
         r.service = second
         r.m.replies.clear()
@@ -194,9 +192,7 @@ async def test_danger_phrase_writes_alert_and_its_timer_before_replying(
     (delivery,) = await service.store.due_deliveries("9999")
     assert delivery.recipient == "staff_chat" and delivery.case_ref == cases[0].ref
     (alert,) = await service.store.records_for(cases[0].ref)
-    body = json.loads(
-        StaffKey.unlock(data_dir, TEST_PASSPHRASE).open_report(cases[0].ref, alert.sealed)
-    )
+    body = json.loads(await open_record(data_dir, service.store, cases[0].ref, alert.sealed))
     assert body["trigger"] == "please help hes outside my house rn"
 
 
