@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from bot.cli import bot, keys, nlu, reports
+from bot.cli import audit, bot, keys, nlu, reports
 
 app = typer.Typer(
     help="An anonymous safeguarding reporting bot.",
@@ -41,3 +41,4 @@ for command in (bot.run, bot.queue, bot.health, bot.chat):
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(reports.reports_app, name="reports")
 app.add_typer(nlu.nlu_app, name="nlu")
+app.add_typer(audit.audit_app, name="audit")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -46,6 +49,10 @@ async def _open_reports(
                 "created_at": case.created_at,
                 "submitted_at": case.submitted_at,
                 "can_reply": case.can_reply,
+                "outcome": case.outcome,
+                "closed_at": case.closed_at,
+                "assigned_to": case.assigned_to,
+                "read_by": key.name,
                 "alerts": [
                     {
                         "level": e.level,
@@ -171,3 +178,68 @@ def reports_show(
             typer.echo(f"Changed message: {line}")
         if record["kind"] == "followup":
             typer.echo(f"Added: {content.get('text', '')}")
+
+
+@reports_app.command("export")
+def reports_export(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Reference code, e.g. K7FQ-3QXM-9PLA")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="json or pdf.", case_sensitive=False)
+    ] = "json",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="File to write (made 0600); else standard output."),
+    ] = None,
+    as_name: Annotated[str | None, typer.Option("--as", help=AS_HELP)] = None,
+) -> None:
+    """A case as a referral for children's social care or the police (decrypted; audited)."""
+    from bot.dialogue.content import Content
+    from bot.reports.referral import build_referral, referral_pdf
+    from bot.storage.sqlite import now_iso
+
+    fmt = fmt.lower()
+    if fmt not in ("json", "pdf"):
+        typer.echo("safeguard: --format is json or pdf", err=True)
+        raise typer.Exit(2)
+    if fmt == "pdf" and output is None and sys.stdout.isatty():
+        typer.echo("safeguard: a PDF goes to a file: add --output FILE.pdf", err=True)
+        raise typer.Exit(2)
+    settings = settings_for(ctx)
+    wording = guard(
+        lambda: Content.load(settings.dialogue.content_dir, settings.dialogue.language)
+    ).wording
+    (case,) = guard(
+        lambda: asyncio.run(_open_reports(settings, ref, as_name, action=f"exported_{fmt}"))
+    )
+    referral = build_referral(
+        case,
+        case["timeline"],
+        wording=wording,
+        exported_by=case["read_by"],
+        exported_at=now_iso(),
+    )
+    data = (
+        referral_pdf(referral, wording=wording)
+        if fmt == "pdf"
+        else (json.dumps(referral, indent=2, ensure_ascii=False) + "\n").encode()
+    )
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    guard(lambda: _write_private(output, data))
+    typer.echo(f"Wrote {output} ({len(data)} bytes). It is not sealed: handle it as the case.")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """An export holds a child's details in the clear: only its owner may read the file."""
+    from bot.errors import ConfigError
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(data)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
