@@ -293,7 +293,9 @@ class StaffDesk:
         )
         return text.strip()
 
-    async def case_text(self, ref: str) -> str:
+    async def case_text(self, ref: str, by: str | None = None) -> str:
+        """A case's page for the staff chat; with the staff key unlocked, its content too,
+        and then the viewing is written to the audit trail."""
         case = await self.store.get_case(ref)  # NotFoundError for an unknown reference
         w = self.w
         lines = [
@@ -341,9 +343,14 @@ class StaffDesk:
                     f"• {self.local_time(event.at)} · {html.escape(event.actor)} · {label}{detail}"
                 )
         lines.append("")
-        lines.append(
-            await self._content_lines(ref) if self.staff_key else w.how_to_read.format(ref=ref)
-        )
+        if self.staff_key is None:
+            lines.append(w.how_to_read.format(ref=ref))
+            return "\n".join(lines)
+        lines.append(await self._content_lines(ref))
+        async with self.store.transaction() as tx:
+            await tx.audit(
+                by or "staff", "case_viewed", ref, f"in Telegram, {self.staff_key.name}'s key"
+            )
         return "\n".join(lines)
 
     async def _content_lines(self, ref: str) -> str:

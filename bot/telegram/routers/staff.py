@@ -141,7 +141,7 @@ def build_router(settings: Settings) -> Router:
         if ref is None:
             await t.message.reply(t.w.case_usage)
             return
-        await t.answer_html(await t.desk.case_text(ref))
+        await t.answer_html(await t.desk.case_text(ref, t.name))
 
     @staff_command("reply")
     async def reply(t: StaffTurn) -> None:
