@@ -124,6 +124,60 @@ class DialogueSettings(BaseModel):
     content_dir: Path = DEFAULT_CONTENT_DIR
 
 
+class RetentionSettings(BaseModel):
+    """How long anything is kept before the purge erases it (bot/storage/retention.py).
+
+    Open cases are never purged automatically, whatever their age: they are someone's work.
+    A case is erased by deleting its wrapped data keys first (crypto-shredding), then its rows;
+    the audit trail keeps that it existed and when it was purged, never its content.
+    """
+
+    # Unfinished conversations (drafts) idle this long are erased, and so are cases that were
+    # never submitted, never escalated and never taken by anyone.
+    unfinished_after_hours: int = Field(default=24, ge=1, le=24 * 366)
+    # Closed cases that were never escalated, counted from when they were closed.
+    closed_after_days: int = Field(default=90, ge=1, le=36_500)
+    # Closed cases that were escalated (an alert was raised). How long is for the operator's
+    # records-retention schedule and their Data Protection Officer to decide, not this file:
+    # child-protection records are often kept far longer than ordinary records (into the
+    # child's adulthood and beyond). The default is about 25 years. 0: never erase them
+    # automatically.
+    escalated_after_days: int = Field(default=9125, ge=0, le=36_500)
+    # Reference codes never purged whatever their age (a court case, an inquiry, a complaint).
+    legal_hold: list[str] = Field(default_factory=list)
+    # How often the running bot purges.
+    purge_every_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    # How often the running bot rebuilds the database file (VACUUM) after a purge.
+    vacuum_every_hours: int = Field(default=24, ge=1, le=24 * 366)
+    # Where `safeguard backup` writes, and whose files the purge cleans; default
+    # <data_dir>/backups.
+    backup_dir: Path | None = None
+    # Older backup files beyond this many are deleted.
+    keep_backups: int = Field(default=14, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _codes_and_periods(self) -> RetentionSettings:
+        from bot.reports.reference import normalise_reference
+
+        codes = []
+        for typed in self.legal_hold:
+            code = normalise_reference(typed)
+            if code is None:
+                raise ValueError(
+                    "retention.legal_hold holds something that is not a reference code"
+                )
+            codes.append(code)
+        self.legal_hold = sorted(set(codes))
+        if 0 < self.escalated_after_days < self.closed_after_days:
+            raise ValueError(
+                "retention.escalated_after_days must not be shorter than closed_after_days"
+            )
+        return self
+
+    def backups_in(self, data_dir: Path) -> Path:
+        return self.backup_dir if self.backup_dir is not None else data_dir / "backups"
+
+
 class LoggingSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -144,6 +198,7 @@ class Settings(BaseSettings):
     nlu: NluSettings = NluSettings()
     dialogue: DialogueSettings = DialogueSettings()
     logging: LoggingSettings = LoggingSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _rota_people_are_staff(self) -> Settings:

@@ -19,6 +19,7 @@ from bot.errors import ConfigError
 from bot.escalation.health import HealthServer
 from bot.escalation.outbox import DeliveryWorker
 from bot.runtime import open_services
+from bot.storage.retention import RetentionWorker
 from bot.telegram.limits import LimitRequests, OutboundLimiter
 from bot.telegram.middlewares import RetryRequests
 from bot.telegram.notifier import TelegramStaffNotifier
@@ -104,12 +105,14 @@ async def run_bot(settings: Settings, staff_key: StaffKey | None = None) -> None
             digest_time=settings.escalation.digest_time,
         )
         health = HealthServer(services.store, settings.health)
+        purger = RetentionWorker(services.store, settings.retention, settings.storage.data_dir)
 
         async def on_startup() -> None:
             assert worker is not None
             await services.store.forget_old_updates(UPDATE_MEMORY)
             await health.start()  # first: if its port is taken, nothing else has started
             worker.start()
+            purger.start()
             log.info(
                 "bot_started staff_keys=%d generation=%d unlocked=%s",
                 len(services.crypto.recipients),
@@ -119,6 +122,7 @@ async def run_bot(settings: Settings, staff_key: StaffKey | None = None) -> None
 
         async def on_shutdown() -> None:
             assert worker is not None
+            await purger.stop()
             await worker.stop()
             await health.stop()
             await alert_bot.session.close()
