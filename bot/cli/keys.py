@@ -136,7 +136,7 @@ def keys_rotate(
             "again under them. Start the bot again."
         )
         return
-    old_passphrase = passphrase()
+    old_passphrase = guard(passphrase)
     old = guard(lambda: unlock(settings, staff))
     new = os.environ.get(NEW_PASSPHRASE_ENV) or old_passphrase
     public, moved = guard(lambda: asyncio.run(rotate_staff_key(data_dir, old, new)))
