@@ -15,9 +15,8 @@ CREATE TABLE sealed_keys (
 CREATE INDEX sealed_keys_by_recipient ON sealed_keys(recipient);
 CREATE INDEX sealed_keys_by_case ON sealed_keys(case_ref);
 
--- Records sealed before version 3 went to a single staff key that no longer exists.
-DELETE FROM records;
-UPDATE case_events SET sealed = NULL;
+-- Records sealed before version 3 (to the single shared staff key) are left as they were:
+-- nothing is deleted by a migration. The bot refuses that old key layout with a clear message.
 
 -- Who did what to which case, and every key operation; never content. Each entry's MAC covers
 -- the previous entry's MAC, so an edited, removed or reordered entry breaks the chain
