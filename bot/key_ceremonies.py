@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bot import crypto
 from bot.crypto import BotCrypto, StaffKey, StaffPublicKey
-from bot.errors import ConfigError
+from bot.errors import ConfigError, KeysMissingError
 from bot.storage.lock import data_dir_lock
 from bot.storage.sqlite import SqliteStore
 
@@ -92,7 +92,11 @@ async def remove_staff(data_dir: Path, name: str, *, force: bool = False) -> Sta
             (k for k in crypto.staff_public_keys(data_dir) if k.name.casefold() == name.casefold()),
             None,
         )
-        if target is not None and not force:
+        if target is None:
+            # Not found by name: the key file lookup is looser ("Priya-Shah" finds Priya
+            # Shah's file), and must not skip the check below.
+            raise KeysMissingError(f"no staff key named {name!r}")
+        if not force:
             async with store.transaction() as tx:
                 orphans = await tx.readable_only_by(target.fingerprint)
             if orphans:
