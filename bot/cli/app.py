@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from bot.cli import audit, bot, keys, nlu, reports
+from bot.cli import audit, bot, data, keys, nlu, reports
 
 app = typer.Typer(
     help="An anonymous safeguarding reporting bot.",
@@ -38,6 +38,9 @@ def main(
 
 for command in (bot.run, bot.queue, bot.health, bot.chat):
     app.command()(command)
+app.command()(data.backup)
+app.command()(data.restore)
+app.command()(data.purge)
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(reports.reports_app, name="reports")
 app.add_typer(nlu.nlu_app, name="nlu")

@@ -41,8 +41,10 @@ OPERATOR = "operator"
 MIN_SCHEMA = 3  # sealed_keys and audit_log: older files are not ours to restore
 REQUIRED_TABLES = frozenset({"cases", "records", "sealed_keys", "audit_log", "conversations"})
 SQLITE_MAGIC = b"SQLite format 3\x00"
-BUSY_RETRIES = 5
-BUSY_TIMEOUT_SECONDS = 5.0
+# How long a backup waits for a lock held by another connection before giving up.
+BUSY_WAIT_SECONDS = 30.0
+BUSY_SLEEP_SECONDS = 0.25
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 
 @dataclass(frozen=True)
@@ -195,29 +197,44 @@ def _copy_checked(source: Path, target: Path, *, check: bool = True) -> None:
         raise
 
 
+class _StillBusy(Exception):
+    pass
+
+
 def _online_backup(source: Path, target: Path) -> None:
-    for attempt in range(BUSY_RETRIES):
+    """Copy every page in one step (one consistent snapshot). Another connection holding a
+    lock that keeps readers out makes the step BUSY; Python's backup would retry for ever, so
+    the progress callback gives up after BUSY_WAIT_SECONDS."""
+    deadline = time.monotonic() + BUSY_WAIT_SECONDS
+
+    def progress(status: int, remaining: int, total: int) -> None:
+        if status in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            if time.monotonic() > deadline:
+                raise _StillBusy
+            log.warning("backup_busy")
+
+    try:
+        src = sqlite3.connect(source, timeout=BUSY_WAIT_SECONDS)
         try:
-            src = sqlite3.connect(source, timeout=BUSY_TIMEOUT_SECONDS)
+            src.execute("PRAGMA query_only = ON")
+            dest = sqlite3.connect(target)
             try:
-                src.execute("PRAGMA query_only = ON")
-                dest = sqlite3.connect(target)
-                try:
-                    src.backup(dest)  # all pages in one step: one consistent snapshot
-                finally:
-                    dest.close()
+                src.backup(dest, progress=progress, sleep=BUSY_SLEEP_SECONDS)
             finally:
-                src.close()
-            return
-        except sqlite3.OperationalError as exc:
-            message = str(exc).lower()
-            if "locked" not in message and "busy" not in message:
-                raise StorageError(f"the backup failed: {type(exc).__name__}") from None
-            log.warning("backup_busy attempt=%d", attempt + 1)
-            time.sleep(0.5 * (attempt + 1))
-        except sqlite3.Error as exc:
-            raise StorageError(f"the backup failed: {type(exc).__name__}") from None
-    raise StorageBusyError("the database stayed locked; the backup was not made, try again")
+                dest.close()
+        finally:
+            src.close()
+    except _StillBusy:
+        raise StorageBusyError(
+            "the database stayed locked; the backup was not made, try again"
+        ) from None
+    except sqlite3.Error as exc:
+        message = str(exc).lower()
+        if "locked" in message or "busy" in message:
+            raise StorageBusyError(
+                "the database stayed locked; the backup was not made, try again"
+            ) from None
+        raise StorageError(f"the backup failed: {type(exc).__name__}") from None
 
 
 def _swap_in(partial: Path, live: Path) -> None:
