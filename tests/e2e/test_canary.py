@@ -2,7 +2,7 @@
 
 Given a reporter who plants unique strings in every kind of message (the words that raise an
 alert, answers, a follow-up), and staff who plant their own in a reply and a note,
-when the conversation, the escalation, the staff reply, a restart, a backup and a purge have
+when the conversation, the escalation, the staff reply and note, a restart and a backup have
 all happened, then no planted string, no Telegram id, no username and no name appears in any
 file of the data dir (database, WAL, keys, backups) or in the logs.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.conftest import TEST_PASSPHRASE
 from tests.e2e.conftest import STAFF_CHAT_ID, BotProcess
-from tests.e2e.test_reporting import REF, answer_everything, begin
+from tests.e2e.test_reporting import REF, answer_everything, begin, next_prompt
 from tests.emulator import BotApiEmulator, SimGroup, message_text
 
 STAFF_ID = 7_700_123_456  # long, so it cannot turn up by chance in random bytes
@@ -63,6 +63,7 @@ async def test_nothing_planted_or_identifying_is_left_anywhere(
 
     # Given: an alert raised by the reporter's own words, then a whole report.
     await begin(reporter, "young_person")
+    await next_prompt(reporter)
     await reporter.send_text(f"{CANARIES['trigger']} he is outside my house rn and wont go")
     signposting = await reporter.wait_for_bot_message(contains="999")
     found = REF.search(message_text(signposting))
@@ -71,7 +72,7 @@ async def test_nothing_planted_or_identifying_is_left_anywhere(
     assert CANARIES["trigger"] in message_text(alert)  # "full": staff see the words
     ref = await answer_everything(
         reporter,
-        {"What is happening": CANARIES["answer"], "Where": CANARIES["place"]},
+        {"anything else": CANARIES["answer"], "Where does it happen": CANARIES["place"]},
     )
 
     # When: staff reply and note, the reporter follows up, and the bot restarts.
@@ -94,7 +95,8 @@ async def test_nothing_planted_or_identifying_is_left_anywhere(
     assert verify.returncode == 0, verify.stdout + verify.stderr
     shown = cli(bot, "reports", "show", ref, "--json")
     assert shown.returncode == 0, shown.stderr
-    assert CANARIES["answer"] in shown.stdout and CANARIES["note"] in shown.stdout
+    for planted in ("trigger", "answer", "place", "followup", "reply", "note"):
+        assert CANARIES[planted] in shown.stdout, planted
 
     # Then: the staff key really opens it all, and nothing is left in the clear anywhere.
     needles = [
