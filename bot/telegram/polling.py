@@ -46,6 +46,7 @@ class DurablePoller:
         self.context = context
         self._handling: dict[int, asyncio.Task[Any]] = {}
         self._finished: set[int] = set()  # finished, but above the confirmed offset
+        self._last_from: dict[int, asyncio.Task[None]] = {}  # each sender's newest update
         self._highest = -1
         self._stop = asyncio.Event()
 
@@ -123,22 +124,42 @@ class DurablePoller:
 
     def _start(self, update: Update) -> None:
         self._highest = max(self._highest, update.update_id)
-        task = asyncio.create_task(self._handle(update))
+        # One person's updates in the order they sent them (a tap on a button, then words
+        # typed straight after, must not swap); different people's run side by side.
+        sender = _sender(update)
+        before = self._last_from.get(sender) if sender is not None else None
+        task = asyncio.create_task(self._handle(update, after=before))
         self._handling[update.update_id] = task
-        task.add_done_callback(lambda _: self._done(update.update_id))
+        if sender is not None:
+            self._last_from[sender] = task
+        task.add_done_callback(lambda _: self._done(update.update_id, sender, task))
 
-    async def _handle(self, update: Update) -> None:
+    async def _handle(self, update: Update, after: asyncio.Task[None] | None = None) -> None:
+        if after is not None:
+            await asyncio.wait([after])
         try:
             await self.dp.feed_update(self.bot, update, **self.context)
         except Exception as exc:  # the dispatcher's error handler logged it already
             log.error("update_not_handled error=%s", type(exc).__name__)
 
-    def _done(self, update_id: int) -> None:
+    def _done(self, update_id: int, sender: int | None, task: asyncio.Task[None]) -> None:
         self._handling.pop(update_id, None)
         self._finished.add(update_id)
+        if sender is not None and self._last_from.get(sender) is task:
+            del self._last_from[sender]
 
     async def _drain(self, seconds: float) -> None:
         """Let updates being handled finish; what does not is delivered again next start."""
         pending = list(self._handling.values())
         if pending:
             await asyncio.wait(pending, timeout=seconds)
+
+
+def _sender(update: Update) -> int | None:
+    """Who sent an update (a user id), or None for updates with no sender."""
+    try:
+        event = update.event
+    except Exception:  # an update type this aiogram does not know
+        return None
+    user = getattr(event, "from_user", None)
+    return int(user.id) if user is not None else None

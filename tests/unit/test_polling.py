@@ -71,3 +71,44 @@ async def test_every_update_is_handled_once_and_confirmed_only_after() -> None:
     assert set(dp.handled) == set(range(1, 301))
     assert max(dp.handled.values()) == 1
     assert telegram.confirmed_while_running == []
+
+
+async def test_one_persons_updates_are_handled_in_the_order_they_sent_them() -> None:
+    # Given a button tap whose handling is slow, then words typed straight after by the same
+    # person, and another person's message in between,
+    telegram = FakeTelegram()
+    order: list[str] = []
+
+    class SlowFirst(FakeDispatcher):
+        async def feed_update(self, bot: Any, update: Update, **kw: Any) -> None:
+            if update.update_id == 1:
+                await asyncio.sleep(0.2)
+            order.append(f"{update.update_id}")
+            self.handled[update.update_id] += 1
+
+    dp = SlowFirst(telegram)
+    poller = DurablePoller(dp, telegram, 1, [])  # type: ignore[arg-type]
+    tap = {"id": "q1", "chat_instance": "c", "from": {"id": 11, "is_bot": False, "first_name": "A"}}
+    words = {
+        "message_id": 5,
+        "date": 0,
+        "chat": {"id": 11, "type": "private"},
+        "from": {"id": 11, "is_bot": False, "first_name": "A"},
+        "text": "typed straight after",
+    }
+    other = {**words, "chat": {"id": 22, "type": "private"}, "from": {**words["from"], "id": 22}}
+    telegram.pending += [
+        Update.model_validate({"update_id": 1, "callback_query": tap}),
+        Update.model_validate({"update_id": 2, "message": other}),
+        Update.model_validate({"update_id": 3, "message": words}),
+    ]
+    # When they are polled in one batch,
+    task = asyncio.create_task(poller.run(drain_seconds=5))
+    for _ in range(200):
+        if len(dp.handled) == 3:
+            break
+        await asyncio.sleep(0.01)
+    poller.stop()
+    await task
+    # Then the other person is not held up, and the words wait for the tap before them.
+    assert order == ["2", "1", "3"]
