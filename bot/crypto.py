@@ -114,6 +114,7 @@ STAFF_DIRNAME: Final = "staff"
 BOT_SECRETS_FILE: Final = "bot_secrets.json"
 _PUBLIC_SUFFIX: Final = ".public.json"
 _PRIVATE_SUFFIX: Final = ".key.json"
+_RETIRED_SUFFIX: Final = ".retired"
 # Files of the single shared staff key used before per-person keys.
 _OLD_LAYOUT: Final = ("staff_public.json", "staff_private.json")
 
@@ -327,13 +328,30 @@ def replace_staff_key(
 ) -> StaffPublicKey:
     """Give the holder of ``old`` a new key pair under ``passphrase`` (rotation).
 
-    The caller first seals every data key the old key could open to the new public key
-    (:meth:`StaffKey.share_data_key`), then deletes the old wrapped keys.
+    The old private key file is kept beside it as ``<name>.key.json.retired`` until
+    :func:`forget_retired_staff_key`: the caller moves every data key to the new key in the
+    store first, so a failure in between never leaves records that no file can open.
     """
     _check_new_key(old.name, passphrase, kdf_memory_kib, kdf_iterations)
+    private_path = _find_staff_file(data_dir, old.name, _PRIVATE_SUFFIX)
+    if private_path is None:
+        raise KeysMissingError(f"no private key file for {old.name}")
+    retired = private_path.with_name(private_path.name + _RETIRED_SUFFIX)
+    try:
+        _write_private_file(retired, private_path.read_bytes())
+    except OSError:
+        raise CryptoError(f"could not keep {old.name}'s old key while rotating") from None
     return _write_staff_key(
         data_dir, old.name, passphrase, kdf_memory_kib, kdf_iterations, replace=True
     )
+
+
+def forget_retired_staff_key(data_dir: Path, name: str) -> None:
+    """Delete the old private key a rotation kept, once nothing in the store needs it."""
+    private_path = _keys_dir(data_dir) / STAFF_DIRNAME / f"{_slug(name)}{_PRIVATE_SUFFIX}"
+    with contextlib.suppress(FileNotFoundError):
+        private_path.with_name(private_path.name + _RETIRED_SUFFIX).unlink()
+    _fsync_dir(private_path.parent)
 
 
 def rotate_bot_secrets(data_dir: Path) -> int:
@@ -398,12 +416,14 @@ class BotCrypto:
         secrets_doc: dict[str, Any],
         *,
         data_dir: Path | None = None,
+        seen: _Stamp | None = None,
     ) -> None:
         """Prefer :meth:`load`; this checks its inputs the same way. With ``data_dir``, staff
         keys added or removed there take effect at the next record sealed, no restart."""
-        self._set_recipients(recipients)
         self._staff_dir = _keys_dir(data_dir) / STAFF_DIRNAME if data_dir else None
-        self._staff_dir_seen = self._staff_dir_stamp()
+        # Stamped before the keys are read (by `load`), so a change in between is seen later.
+        self._staff_dir_seen = self._staff_dir_stamp() if seen is None else seen
+        self._set_recipients(recipients)
         audit_key, generations = _parse_secrets(secrets_doc, Path(BOT_SECRETS_FILE))
         self._audit_key = audit_key
         self._generations = [
@@ -435,7 +455,9 @@ class BotCrypto:
                 "per-person keys replace it: start a new data dir with `safeguard keys init`"
             )
         path = keys_dir / BOT_SECRETS_FILE
-        return cls(staff_public_keys(data_dir), _read_json(path), data_dir=data_dir)
+        staff_dir = keys_dir / STAFF_DIRNAME
+        seen = _public_files_stamp(staff_dir)
+        return cls(staff_public_keys(data_dir), _read_json(path), data_dir=data_dir, seen=seen)
 
     def __repr__(self) -> str:
         return f"BotCrypto(recipients={[r.fingerprint for r, _ in self._recipients]!r})"
@@ -567,13 +589,8 @@ class BotCrypto:
             )
         self._recipients = [(r, _public_key_from_bytes(r.public_bytes)) for r in recipients]
 
-    def _staff_dir_stamp(self) -> int | None:
-        if self._staff_dir is None:
-            return None
-        try:
-            return os.stat(self._staff_dir).st_mtime_ns
-        except OSError:
-            return None
+    def _staff_dir_stamp(self) -> _Stamp | None:
+        return None if self._staff_dir is None else _public_files_stamp(self._staff_dir)
 
     def _follow_staff_changes(self) -> None:
         # A leaver must stop receiving new records at once, not at the next restart. A key
@@ -762,6 +779,10 @@ class StaffKey:
                 "the sealed record failed authentication (altered, or another case's record)"
             ) from None
 
+    def check_data_key(self, reference: str, key_id: bytes, wrapped_key: bytes) -> None:
+        """Raise :class:`TamperedError` unless this member's wrapped data key opens."""
+        self._unwrap(reference, key_id, wrapped_key)
+
     def share_data_key(
         self, reference: str, key_id: bytes, wrapped_key: bytes, to: StaffPublicKey
     ) -> bytes:
@@ -942,6 +963,23 @@ def _generation_of(sealed: bytes, what: str = "text") -> int:
     if sealed[0] != _FORMAT_V2:
         raise TamperedError(f"the sealed {what} has an unknown format version ({sealed[0]})")
     return int.from_bytes(sealed[1 : 1 + _GEN_LEN], "big")
+
+
+_Stamp = tuple[tuple[str, int, int, int], ...]
+
+
+def _public_files_stamp(staff_dir: Path) -> _Stamp | None:
+    """Each public key file's identity. Not the directory's timestamp, which can miss two
+    changes in one clock tick: a rotated key is a new file (new inode) under the same name."""
+    try:
+        entries = sorted(os.scandir(staff_dir), key=lambda e: e.name)
+        return tuple(
+            (e.name, e.inode(), e.stat().st_mtime_ns, e.stat().st_size)
+            for e in entries
+            if e.name.endswith(_PUBLIC_SUFFIX)
+        )
+    except OSError:
+        return None
 
 
 def _keyed_hash(pepper: bytes, purpose: bytes, telegram_user_id: int) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bot import crypto
 from bot.crypto import BotCrypto, StaffKey, StaffPublicKey
-from bot.errors import ConfigError, KeysMissingError
+from bot.errors import ConfigError, CryptoError, KeysMissingError, SafeguardError, TamperedError
 from bot.storage.lock import data_dir_lock
 from bot.storage.sqlite import SqliteStore
 
@@ -120,21 +120,47 @@ async def rotate_staff_key(
     data_dir: Path, old: StaffKey, passphrase: str, **kdf: int
 ) -> tuple[StaffPublicKey, int]:
     """A new key pair for the holder of `old`; everything it could open moves to the new key
-    (the data keys are sealed again, the records are not touched), then the old is forgotten."""
-    public = crypto.replace_staff_key(data_dir, old, passphrase, **kdf)
-    async with admin_store(data_dir) as store, store.transaction() as tx:
-        moved = 0
-        for key_id, ref, wrapped in await tx.wrapped_keys_of(old.fingerprint):
-            await tx.add_wrapped_key(
-                key_id, ref, public.fingerprint, old.share_data_key(ref, key_id, wrapped, public)
+    (the data keys are sealed again, the records are not touched), then the old is forgotten.
+
+    Order matters: every copy is checked to open before anything changes; the old private
+    key file is kept until the store has moved to the new key, so no failure in between can
+    leave records that no file opens."""
+    async with admin_store(data_dir) as store:
+        async with store.transaction() as tx:
+            held = await tx.wrapped_keys_of(old.fingerprint)
+        damaged = 0
+        for key_id, ref, wrapped in held:
+            try:
+                old.check_data_key(ref, key_id, wrapped)
+            except TamperedError:
+                damaged += 1
+        if damaged:
+            raise CryptoError(
+                f"{damaged} of {old.name}'s {len(held)} data keys do not open (damaged); "
+                "nothing was changed"
             )
-            moved += 1
-        await tx.forget_recipient(old.fingerprint)
-        await tx.audit(
-            old.name,
-            "staff_key_rotated",
-            detail=f"{old.fingerprint} -> {public.fingerprint} ({moved} records)",
-        )
+        public = crypto.replace_staff_key(data_dir, old, passphrase, **kdf)
+        try:
+            async with store.transaction() as tx:
+                moved = 0
+                # Read again: the running bot may have sealed more to the old key meanwhile.
+                for key_id, ref, wrapped in await tx.wrapped_keys_of(old.fingerprint):
+                    rewrapped = old.share_data_key(ref, key_id, wrapped, public)
+                    await tx.add_wrapped_key(key_id, ref, public.fingerprint, rewrapped)
+                    moved += 1
+                await tx.forget_recipient(old.fingerprint)
+                await tx.audit(
+                    old.name,
+                    "staff_key_rotated",
+                    detail=f"{old.fingerprint} -> {public.fingerprint} ({moved} records)",
+                )
+        except SafeguardError:
+            raise CryptoError(
+                f"the new key for {old.name} is in place but the store could not move to it; "
+                f"the old private key is kept as {old.name}'s .key.json.retired file: rename "
+                "it back over the new one and run the rotation again"
+            ) from None
+    crypto.forget_retired_staff_key(data_dir, old.name)
     log.info("staff_key_rotated records=%d", moved)
     return public, moved
 

@@ -749,6 +749,38 @@ async def test_rotated_staff_key_opens_old_records_and_the_old_key_opens_nothing
     assert public.fingerprint in later.wrapped_keys and old.fingerprint not in later.wrapped_keys
 
 
+async def test_rotating_a_key_with_a_damaged_copy_changes_nothing(team: Path) -> None:
+    """Given Sam holds copies of two data keys, one of them damaged in the store
+    When Sam's key is rotated
+    Then the rotation is refused before anything changes: Sam's old passphrase still unlocks
+    the old key, which still opens the good record, and no retired key file is left over."""
+    bot = BotCrypto.load(team)
+    good = await _store_record(team, bot)
+    await _store_record(team, bot, b"second", ref=OTHER_REFERENCE)
+    old = _unlock(team, SAM)
+    with sqlite3.connect(team / "safeguard.sqlite3") as db:
+        db.execute(
+            "UPDATE sealed_keys SET wrapped = zeroblob(length(wrapped)) "
+            "WHERE recipient = ? AND case_ref = ?",
+            (old.fingerprint, OTHER_REFERENCE),
+        )
+
+    with pytest.raises(CryptoError, match="nothing was changed"):
+        await key_ceremonies.rotate_staff_key(team, old, "sam-new-passphrase", **FAST_KDF)
+
+    again = _unlock(team, SAM)
+    assert again.fingerprint == old.fingerprint
+    assert await _open_stored(team, again, good.blob) == CANARY
+    assert not list(_staff_dir(team).glob("*.retired"))
+
+
+async def test_a_rotation_leaves_no_retired_key_behind(team: Path) -> None:
+    """Given a rotation that succeeds, then the old private key kept during it is deleted."""
+    await _store_record(team, BotCrypto.load(team))
+    await key_ceremonies.rotate_staff_key(team, _unlock(team, SAM), "sam-new", **FAST_KDF)
+    assert not list(_staff_dir(team).glob("*.retired"))
+
+
 def test_running_bot_keeps_the_last_good_recipients_if_a_staff_file_is_damaged(
     team: Path,
 ) -> None:
