@@ -107,8 +107,11 @@ async def remove_staff(data_dir: Path, name: str, *, force: bool = False) -> Sta
                 )
         # Key file first: the running bot stops sealing to it with its next record.
         public = crypto.remove_staff_key(data_dir, name)
+        current = [k.fingerprint for k in crypto.staff_public_keys(data_dir)]
         async with store.transaction() as tx:
             removed = await tx.forget_recipient(public.fingerprint)
+            # Also copies left by an earlier removal that failed half-way.
+            removed += await tx.forget_recipients_except(current)
             await tx.audit(
                 OPERATOR, "staff_key_removed", detail=f"{_key_detail(public)} ({removed} keys)"
             )

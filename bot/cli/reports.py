@@ -135,7 +135,7 @@ def reports_list(
 @reports_app.command("show")
 def reports_show(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="Reference code, e.g. K7FQ-3QXM-9PLA")],
+    ref: Annotated[str, typer.Argument(help="Reference code, e.g. K7FQ-3QXM-9PTA")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     as_name: Annotated[str | None, typer.Option("--as", help=AS_HELP)] = None,
 ) -> None:
@@ -183,7 +183,7 @@ def reports_show(
 @reports_app.command("export")
 def reports_export(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="Reference code, e.g. K7FQ-3QXM-9PLA")],
+    ref: Annotated[str, typer.Argument(help="Reference code, e.g. K7FQ-3QXM-9PTA")],
     fmt: Annotated[
         str, typer.Option("--format", help="json or pdf.", case_sensitive=False)
     ] = "json",

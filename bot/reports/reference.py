@@ -1,4 +1,4 @@
-"""Reference codes: what a reporter is given and staff type, e.g. `K7FQ-3QXM-9PLA`.
+"""Reference codes: what a reporter is given and staff type, e.g. `K7FQ-3QXM-9PTA`.
 
 Twelve Crockford base-32 characters (60 random bits) in three groups of four. Crockford's
 alphabet leaves out I, L, O and U, so a code read aloud or copied by hand survives: typed input

@@ -26,7 +26,7 @@ holds the machine code and its wording label (the code where the wording has non
     {
       "format": "safeguard-referral/1",
       "language": "en",                      # language of the labels
-      "reference": "K7FQ-3QXM-9PLA",
+      "reference": "K7FQ-3QXM-9PTA",
       "exported_by": str, "exported_at": str,
       "level": {code, label},                # immediate | high | routine | none
       "status": {code, label},               # open | closed

@@ -523,6 +523,13 @@ class Tx:
         cur = await self._db.execute("DELETE FROM sealed_keys WHERE recipient = ?", (recipient,))
         return cur.rowcount
 
+    async def forget_recipients_except(self, current: Sequence[str]) -> int:
+        """Delete data keys sealed to any staff key not in `current` (all leavers)."""
+        cur = await self._db.execute(
+            f"DELETE FROM sealed_keys WHERE recipient NOT IN ({_marks(current)})", tuple(current)
+        )
+        return cur.rowcount
+
     async def readable_only_by(self, recipient: str) -> int:
         """How many records nobody but this staff key can open."""
         row = await self._one(

@@ -691,6 +691,22 @@ async def test_remove_staff_with_a_loose_spelling_cannot_skip_the_orphan_check(
     assert await _key_counts(one) == counts
 
 
+async def test_removing_a_member_also_clears_copies_left_by_an_earlier_failed_removal(
+    team: Path,
+) -> None:
+    """Given a copy of a data key sealed to a key that no longer exists (a removal that failed
+    after deleting the files), when another member is removed, then that copy goes too."""
+    sealed = await _store_record(team, BotCrypto.load(team))
+    with sqlite3.connect(team / "safeguard.sqlite3") as db:
+        db.execute(
+            "INSERT INTO sealed_keys (key_id, case_ref, recipient, wrapped) VALUES (?, ?, ?, ?)",
+            (sealed.key_id, REFERENCE, "dead beef dead beef", b"x" * 40),
+        )
+    await key_ceremonies.remove_staff(team, JO)
+    counts = await _key_counts(team)
+    assert "dead beef dead beef" not in counts and len(counts) == 2
+
+
 async def test_remove_staff_refuses_to_remove_the_last_key(one: Path) -> None:
     """Given one member and no records
     When that member is removed, even with force=True

@@ -16,7 +16,7 @@ from bot.escalation.desk import StaffDesk
 from bot.storage.sqlite import DB_NAME, SqliteStore, _migrations, _split_sql
 from tests.conftest import ROOT, make_paging, signed_store, staff_key
 
-REF = "K7FQ-3QXM-9PLA"
+REF = "K7FQ-3QXM-9PTA"
 OTHER = "AAAA-BBBB-CCCC"
 
 

@@ -21,7 +21,7 @@ from bot.dialogue.content import Content, Wording
 from bot.reports.referral import FIELDS, FORMAT, build_referral, referral_pdf
 from tests.conftest import ROOT
 
-REF = "K7FQ-3QXM-9PLA"
+REF = "K7FQ-3QXM-9PTA"
 EXPORTED_AT = "2025-03-02T09:00:00+00:00"
 LONG = ("The man in the grey Astra waits outside the school gates every day. " * 60)[:4000]
 EMOJI_RTL = "He sent 😀🧿 and wrote: میں خطرے میں ہوں — Zażółć gęślą jaźń"
