@@ -288,6 +288,10 @@ class ReportingService:
                 await tx.ensure_case(ref, pseudonym, audience)
                 record = self._record(ref, "followup", None, text=text)
                 await tx.add_record(ref, "followup", self.crypto.seal_report(ref, record))
+                # Closing a case erased the way to reach them; writing again, having agreed
+                # to replies, they can be answered again.
+                if draft is not None and draft.case_ref == ref and _consent(draft):
+                    await self._apply_consent(tx, ref, True, origin)
                 await self._tell_staff_of_followup(tx, ref, text)
                 log.info("followup_added case=%s", ref)
                 return True

@@ -98,9 +98,15 @@ async def test_replies_are_kept_for_the_reporter_only_while_the_case_is_open(
     desk = desk_for(store, data_dir)
     await a_case(desk)
     await desk.record_reply(REF, "Asha", "Are you safe?")
+    async with store.transaction() as tx:
+        await tx.set_reply_handle(REF, desk.crypto.seal_reply_handle(REF, 424242))
     assert await desk.replies_for_reporter(REF) == ["Are you safe?"]
+    assert await desk.reply_address(REF) == 424242
     await desk.close(REF, "Asha", "advice")
     assert await desk.replies_for_reporter(REF) == []
+    # Closing erases the way to reach the reporter: nobody can message them after.
+    assert await store.reply_handle(REF) is None
+    assert await desk.reply_address(REF) is None
 
 
 async def test_taking_a_case_acknowledges_it_and_a_second_taker_is_told_who_has_it(

@@ -240,3 +240,19 @@ async def test_two_messages_at_once_do_not_race(
     pseudonym = service.crypto.pseudonym_for(REPORTER)
     sealed = await service.store.load_draft(pseudonym)
     assert sealed is not None
+
+
+async def test_writing_again_after_the_case_closed_lets_the_team_answer_again(
+    service: ReportingService, content: Content
+) -> None:
+    # Given a report whose sender agreed to replies, and the team closed the case,
+    r = Reporter(service)
+    ref = await full_report(r, content)
+    async with service.store.transaction() as tx:
+        await tx.close_case(ref, "advice")
+    assert await service.store.reply_handle(ref) is None
+    # When they write again,
+    await r.say("it started again tonight")
+    # Then it is added to the case, and the team can reach them again.
+    assert [rec.kind for rec in await service.store.records_for(ref)][-1] == "followup"
+    assert await service.store.reply_handle(ref) is not None
