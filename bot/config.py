@@ -104,6 +104,20 @@ class EscalationSettings(BaseModel):
         return self
 
 
+class FloodSettings(BaseModel):
+    """When one sender sends far more than a person in a conversation would (bot/dialogue/
+    flood.py). Nothing is dropped: a flood can be a child in crisis. Every message is still
+    read, kept and checked for danger; the bot answers less often and tells staff."""
+
+    # Messages a sender may send at once, then how many a minute on average.
+    burst: int = Field(default=20, ge=1, le=1000)
+    per_minute: int = Field(default=30, ge=1, le=6000)
+    # Staff are told at most once per this many minutes about one sender.
+    tell_staff_every_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # More reports than this from one sender in 24 hours is flagged to staff.
+    reports_per_day: int = Field(default=10, ge=1, le=1000)
+
+
 class HealthSettings(BaseModel):
     # An HTTP health endpoint (GET /healthz) on 127.0.0.1; None: off. `safeguard health`
     # answers the same question by exit status.
@@ -195,6 +209,7 @@ class Settings(BaseSettings):
     escalation: EscalationSettings = EscalationSettings()
     rota: RotaSettings = RotaSettings()
     health: HealthSettings = HealthSettings()
+    flood: FloodSettings = FloodSettings()
     nlu: NluSettings = NluSettings()
     dialogue: DialogueSettings = DialogueSettings()
     logging: LoggingSettings = LoggingSettings()

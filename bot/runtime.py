@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from bot.config import Settings
 from bot.crypto import BotCrypto, StaffKey
 from bot.dialogue.content import Content
+from bot.dialogue.flood import FloodGuard
 from bot.dialogue.service import ReportingService
 from bot.escalation.desk import StaffDesk
 from bot.escalation.paging import Paging
@@ -60,7 +61,13 @@ async def open_services(
                     store=store,
                     crypto=crypto,
                     reporting=ReportingService(
-                        content, store, crypto, nlu, paging, on_alert=on_alert
+                        content,
+                        store,
+                        crypto,
+                        nlu,
+                        paging,
+                        on_alert=on_alert,
+                        flood=FloodGuard(settings.flood),
                     ),
                     desk=StaffDesk(store, crypto, content, paging, staff_key),
                     paging=paging,

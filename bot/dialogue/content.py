@@ -129,6 +129,9 @@ class StaffWording(_Strict):
     age_days: str
     digest: str
     digest_oldest: str
+    flood_messages: str
+    flood_reports: str
+    flood_case: str
     case_header: str
     case_dates: str
     case_owner: str
@@ -271,6 +274,7 @@ class Wording(_Strict):
     urgent_repeat: str
     exit_done: str
     something_went_wrong: str
+    flood_slow_down: str
     staff: StaffWording
     referral: ReferralWording
 

@@ -17,9 +17,10 @@ import logging
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from bot.config import FloodSettings
 from bot.crypto import BotCrypto
 from bot.dialogue.content import Content
 from bot.dialogue.draft import DONE, Draft
@@ -37,6 +38,7 @@ from bot.dialogue.engine import (
     Turn,
     UrgentSignal,
 )
+from bot.dialogue.flood import FloodGuard, FloodVerdict
 from bot.errors import NotFoundError, StorageError, TamperedError
 from bot.escalation.desk import replies_for_reporter
 from bot.escalation.paging import NOTICE_PRIORITY, Paging, followup_context
@@ -81,6 +83,7 @@ class ReportingService:
         nlu: Nlu,
         paging: Paging,
         on_alert: Callable[[], None] | None = None,
+        flood: FloodGuard | None = None,
     ) -> None:
         self.content = content
         self.engine = Engine(content)
@@ -89,6 +92,7 @@ class ReportingService:
         self.nlu = nlu
         self.paging = paging
         self._on_alert = on_alert
+        self.flood = flood or FloodGuard(FloodSettings())
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock_for(self, pseudonym: str) -> asyncio.Lock:
@@ -123,6 +127,12 @@ class ReportingService:
 
     async def handle(self, origin: Origin, inbound: Inbound, messenger: Messenger) -> None:
         pseudonym = self.crypto.pseudonym_for(origin.reporter_id)
+        # Button presses are answers to the bot's own questions; words and media can flood.
+        verdict = (
+            self.flood.note(self.crypto.rate_limit_pseudonym_for(origin.reporter_id))
+            if inbound.kind != "button"
+            else FloodVerdict()
+        )
         # One turn at a time per reporter: two quick messages must not race on the draft.
         async with self._lock_for(pseudonym):
             try:
@@ -134,6 +144,8 @@ class ReportingService:
             if turn is None:
                 log.info("duplicate_update_ignored")
                 return
+            if verdict.slowed:
+                await self._slow_down(turn, verdict)
             sent_ids = await self._deliver(turn, messenger)
             if turn.draft is not None and (sent_ids or origin.message_id):
                 turn.draft.track([i for i in (origin.message_id, *sent_ids) if i is not None])
@@ -143,6 +155,30 @@ class ReportingService:
                 except StorageError as exc:
                     # The answers are safe; only the list of messages to clear on exit is stale.
                     log.warning("trace_not_saved error=%s", type(exc).__name__)
+
+    async def _slow_down(self, turn: Turn, verdict: FloodVerdict) -> None:
+        """Over the flood limit: what they sent is kept and was checked for danger. Answer
+        only urgent turns (signposting) and, once, why the bot has gone quiet; tell staff."""
+        urgent = any(isinstance(e, UrgentSignal) for e in turn.events)
+        if not urgent:
+            notice = [Reply(self.content.wording.flood_slow_down)] if verdict.tell_reporter else []
+            turn.outputs = [o for o in turn.outputs if not isinstance(o, Reply)] + notice
+        if not verdict.tell_staff:
+            return
+        ref = turn.draft.case_ref if turn.draft is not None else None
+        try:
+            async with self.store.transaction() as tx:
+                await self._flag_flood(tx, ref, "messages")
+        except StorageError as exc:
+            log.warning("flood_flag_not_saved error=%s", type(exc).__name__)
+            return
+        if self._on_alert is not None:
+            self._on_alert()
+
+    async def _flag_flood(self, tx: Tx, ref: str | None, what: str) -> None:
+        await tx.add_delivery("flood", STAFF_CHAT, NOTICE_PRIORITY, case_ref=ref, detail=what)
+        await tx.add_event(ref, "bot", "flood_flagged", what.split(":", 1)[0])
+        log.warning("flood_flagged what=%s case=%s", what.split(":", 1)[0], ref)
 
     async def _decide_and_store(
         self, pseudonym: str, origin: Origin, inbound: Inbound
@@ -283,7 +319,12 @@ class ReportingService:
                 await tx.add_record(ref, "report", self.crypto.seal_report(ref, report))
                 await tx.mark_submitted(ref)
                 await self._apply_consent(tx, ref, _consent(draft), origin)
+                since = iso(datetime.now(UTC) - timedelta(days=1))
+                count = await tx.reports_since(pseudonym, since)
                 log.info("report_submitted case=%s", ref)
+                if count == self.flood.settings.reports_per_day + 1:  # once, when first over
+                    await self._flag_flood(tx, ref, f"reports:{count}")
+                    return True
             case FollowUp(reference=ref, text=text):
                 await tx.ensure_case(ref, pseudonym, audience)
                 record = self._record(ref, "followup", None, text=text)

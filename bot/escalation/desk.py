@@ -104,6 +104,8 @@ class StaffDesk:
             return StaffMessage(await self.digest_text())
         if kind == "followup":
             return StaffMessage(await self._followup_text(rows[0]))
+        if kind == "flood":
+            return StaffMessage(self._flood_text(rows[0]))
         escalation_ids = list(dict.fromkeys(r.escalation_id for r in rows if r.escalation_id))
         escalations = await self.store.escalations_by_id(escalation_ids)
         paged_at = {r.escalation_id: r.created_at for r in rows}
@@ -111,6 +113,14 @@ class StaffDesk:
         if resent:
             return StaffMessage(f"{self.w.resent_note}\n{message.html}", message.buttons)
         return message
+
+    def _flood_text(self, row: DeliveryRow) -> str:
+        w = self.w
+        case = w.flood_case.format(ref=row.case_ref) if row.case_ref else ""
+        what, _, count = (row.detail or "messages").partition(":")
+        if what == "reports":
+            return w.flood_reports.format(count=count or "many", case=case)
+        return w.flood_messages.format(case=case)
 
     async def render_alerts(
         self, escalations: Sequence[EscalationRow], paged_at: dict[int | None, str] | None = None

@@ -75,10 +75,10 @@ class DeliveryRow:
 
     COLUMNS: ClassVar[str] = (
         "id, kind, escalation_id, case_ref, recipient, priority, body_sealed, created_at, "
-        "attempts, sending_since, sent_at, message_id"
+        "attempts, sending_since, sent_at, message_id, detail"
     )
     id: int
-    kind: str  # alert | followup | digest
+    kind: str  # alert | followup | digest | flood
     escalation_id: int | None
     case_ref: str | None
     recipient: str  # 'staff_chat' or 'dm:<name>'
@@ -89,6 +89,7 @@ class DeliveryRow:
     sending_since: str | None
     sent_at: str | None
     message_id: int | None
+    detail: str | None = None  # flood: 'messages' or 'reports'
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | tuple[object, ...]) -> DeliveryRow:

@@ -483,6 +483,14 @@ class Tx:
             (level, ref, level),
         )
 
+    async def reports_since(self, reporter: str, since: str) -> int:
+        """How many reports one reporter (pseudonym) has sent since `since`, this one too."""
+        row = await self._one(
+            "SELECT COUNT(*) FROM cases WHERE reporter = ? AND submitted_at >= ?",
+            (reporter, since),
+        )
+        return int(row[0])
+
     async def mark_submitted(self, ref: str) -> None:
         await self._db.execute("UPDATE cases SET submitted_at = ? WHERE ref = ?", (now_iso(), ref))
 
@@ -637,12 +645,23 @@ class Tx:
         escalation_id: int | None = None,
         body_sealed: bytes | None = None,
         due: str | None = None,
+        detail: str | None = None,
     ) -> int:
         created = due or now_iso()
         cur = await self._db.execute(
             "INSERT INTO deliveries (kind, escalation_id, case_ref, recipient, priority, "
-            "body_sealed, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (kind, escalation_id, case_ref, recipient, priority, body_sealed, created, created),
+            "body_sealed, created_at, next_attempt_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                kind,
+                escalation_id,
+                case_ref,
+                recipient,
+                priority,
+                body_sealed,
+                created,
+                created,
+                detail,
+            ),
         )
         return int(cur.lastrowid or 0)
 

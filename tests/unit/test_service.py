@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,8 @@ from bot.dialogue.content import Content
 from bot.dialogue.engine import Button, Inbound, Reply
 from bot.dialogue.service import Origin, ReportingService
 from bot.storage.sqlite import DB_NAME, SqliteStore
-from nlu.pipeline import Nlu, build_nlu
-from tests.conftest import ROOT, make_paging, open_record, signed_store
+from nlu.pipeline import Nlu
+from tests.conftest import make_paging, open_record, signed_store
 
 REPORTER = 7_123_456_789
 CANARY = "canary-Zq81-violet-umbrella"
@@ -50,22 +50,6 @@ class CollectingMessenger:
 
     def text(self) -> str:
         return "\n".join(r.html for r in self.replies)
-
-
-@pytest.fixture
-async def store(data_dir: Path) -> AsyncIterator[SqliteStore]:
-    async with signed_store(data_dir, busy_timeout_ms=200) as s:
-        yield s
-
-
-@pytest.fixture
-def content() -> Content:
-    return Content.load(ROOT / "config", "en")
-
-
-@pytest.fixture(scope="module")
-def nlu() -> Nlu:
-    return build_nlu()
 
 
 @pytest.fixture
