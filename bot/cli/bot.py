@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,10 +27,13 @@ def run(
     as_name: Annotated[str | None, typer.Option("--as", help=AS_HELP)] = None,
 ) -> None:
     """Run the Telegram bot (long polling against telegram.api_base)."""
-    from bot.telegram.app import run_bot
     from bot.terminal import DEMO_MARKER
 
     settings = settings_for(ctx)
+    # Before anything is opened or imported: damaged keys stop the bot here, with one line.
+    guard(lambda: check_keys(settings.storage.data_dir))
+    from bot.telegram.app import run_bot
+
     if (settings.storage.data_dir / "keys" / DEMO_MARKER).exists():
         typer.echo(
             f"safeguard: {settings.storage.data_dir} holds demo keys made by "
@@ -40,6 +44,40 @@ def run(
         raise typer.Exit(2)
     staff_key = guard(lambda: unlock_key(settings, as_name)) if unlock else None
     guard(lambda: asyncio.run(run_bot(settings, staff_key)))
+
+
+def check_keys(data_dir: Path) -> None:
+    """Refuse to start on a missing or damaged key file, before the database is opened (the
+    bot never falls back to storing anything unsealed): name the file and say what to do.
+
+    With a database already there, the only repair is the keys it was sealed with: new keys
+    (`safeguard keys init`) could never open the reports already stored."""
+    from bot.crypto import BOT_SECRETS_FILE, KEYS_DIRNAME, BotCrypto
+    from bot.errors import CryptoError
+    from bot.storage.sqlite import DB_NAME
+
+    keys_dir = data_dir / KEYS_DIRNAME
+    try:
+        BotCrypto.load(data_dir)
+    except CryptoError as exc:
+        problem = str(exc)
+        if problem.startswith(f"{BOT_SECRETS_FILE}:"):  # checked after reading: the bare name
+            problem = f"{keys_dir / BOT_SECRETS_FILE}{problem[len(BOT_SECRETS_FILE) :]}"
+        problem = problem.split("; run `safeguard keys init`")[0]
+        problem = problem.split("; add one with `safeguard keys add-staff")[0]
+        if not keys_dir.is_dir():
+            problem = f"{keys_dir} does not exist"
+        if (data_dir / DB_NAME).exists():
+            advice = (
+                f"the bot will not start without its keys: restore {keys_dir} from your "
+                "offline backup of it (new keys could not open the reports already stored)"
+            )
+        else:
+            advice = (
+                f"the bot will not start: restore {keys_dir} from your offline backup of it, "
+                "or for a new install run `safeguard keys init` in an empty data directory"
+            )
+        raise type(exc)(f"{problem}; {advice}") from None
 
 
 def queue(

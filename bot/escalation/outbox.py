@@ -13,7 +13,13 @@ Telegram's limits: a group takes about 20 messages a minute. The staff chat gets
 then one message every few seconds (the allowance spread over the minute); alerts due in
 between go out combined in one message (each with its own buttons) instead of queueing for
 minutes. Direct messages: a burst of three, then one a second per person, combined the same
-way. `retry_after` on 429 pauses that chat; other failures back off exponentially to a minute.
+way. `retry_after` on 429 pauses that chat; other failures back off exponentially to a minute
+(15 seconds for alerts: after an outage an alert must not wait a minute more).
+
+After an outage: rows that failed at different moments come due at different moments, so a
+chat waits until its most urgent row is due (a routine notice never goes before an alert that
+is still backing off), and the first message Telegram accepts ends every other chat's back-off:
+Telegram is back, and what waited goes at once, most urgent first.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ from bot.storage.sqlite import SqliteStore, iso
 log = logging.getLogger("safeguard.escalation")
 
 MAX_BACKOFF_SECONDS = 60.0
+# While an alert waits, Telegram is asked again at least this often. One request per chat
+# every 15 s is nothing to Telegram.
+ALERT_MAX_BACKOFF_SECONDS = 15.0
 # A combined message lists each case on a few lines; more than this would not fit one
 # Telegram message or be readable on a phone at 3 a.m.
 MAX_COMBINED = 25
@@ -105,6 +114,10 @@ class DeliveryWorker:
         self._dm_pace: dict[str, _Pace] = {}
         self._last_heartbeat = 0.0
         self._blocked_until: dict[str, float] = {}
+        # Chats whose last send failed (not a 429), and those to try again at once because a
+        # send elsewhere has just succeeded.
+        self._failing: set[str] = set()
+        self._released: set[str] = set()
         self._next_chance = idle_seconds
         self._in_flight: dict[str, asyncio.Task[bool]] = {}
         self._wake = asyncio.Event()
@@ -174,11 +187,24 @@ class DeliveryWorker:
         # Who is busy is taken before the read: a send that finishes during the read may not
         # be in it yet, and its rows must not look due again.
         busy = set(self._in_flight)
-        rows = await self.store.due_deliveries(iso(now or utcnow()))
-        by_recipient: dict[str, list[DeliveryRow]] = {}
+        now = now or utcnow()
+        rows = await self.store.due_deliveries(iso(now))
+        if rows:
+            # Rows still backing off too: what a chat waits for decides when it may be sent to.
+            horizon = now + timedelta(seconds=MAX_BACKOFF_SECONDS + 1)
+            due_ids = {r.id for r in rows}
+            rows = await self.store.due_deliveries(iso(horizon), limit=200)
+        pending: dict[str, list[DeliveryRow]] = {}
         for row in rows:
             if row.recipient not in busy:
-                by_recipient.setdefault(row.recipient, []).append(row)
+                pending.setdefault(row.recipient, []).append(row)
+        by_recipient: dict[str, list[DeliveryRow]] = {}
+        for recipient, waiting in pending.items():
+            if recipient in self._released:
+                by_recipient[recipient] = waiting  # Telegram is back: everything, now
+            elif waiting[0].id in due_ids:
+                # Its most urgent row is due (rows come most urgent first): send what is due.
+                by_recipient[recipient] = [r for r in waiting if r.id in due_ids]
         # The person on call first: direct messages before the group, urgent before routine.
         order = sorted(
             by_recipient,
@@ -237,6 +263,7 @@ class DeliveryWorker:
         async with self.store.transaction(urgent=True) as tx:
             still_due = await tx.deliveries_sending([r.id for r in rows])
         rows = [r for r in rows if r.id in still_due]
+        self._released.discard(recipient)
         if not rows:
             return False
         ids = [r.id for r in rows]
@@ -261,11 +288,14 @@ class DeliveryWorker:
             return False
         except TimeoutError:
             # It may have gone out: keep the rows marked, so a retry says it may repeat.
+            self._failing.add(recipient)
             await self._failed(ids, refs, "timeout", _backoff(rows), uncertain=True)
             return False
         except Exception as exc:
+            self._failing.add(recipient)
             await self._failed(ids, refs, type(exc).__name__, _backoff(rows))
             return False
+        self._telegram_is_back(recipient)
         if recipient == STAFF_CHAT:
             # Only what Telegram accepted counts against the group's allowance.
             clock = monotonic_time.monotonic()
@@ -281,6 +311,15 @@ class DeliveryWorker:
             max(r.attempts for r in rows) + 1,
         )
         return True
+
+    def _telegram_is_back(self, recipient: str) -> None:
+        """A message went out after failures elsewhere: try every failing chat again now,
+        rather than at each row's own retry time, up to a minute away."""
+        self._failing.discard(recipient)
+        if self._failing:
+            self._released |= self._failing
+            self._failing.clear()
+            self._wake.set()
 
     async def _failed(
         self,
@@ -391,4 +430,5 @@ def _batch(rows: list[DeliveryRow]) -> list[DeliveryRow]:
 
 
 def _backoff(rows: Sequence[DeliveryRow]) -> float:
-    return min(2.0 ** max(r.attempts for r in rows), MAX_BACKOFF_SECONDS)
+    cap = ALERT_MAX_BACKOFF_SECONDS if any(r.kind == "alert" for r in rows) else None
+    return min(2.0 ** min(max(r.attempts for r in rows), 16), cap or MAX_BACKOFF_SECONDS)
