@@ -50,6 +50,10 @@ from nlu.types import ParseResult
 
 log = logging.getLogger("safeguard.dialogue")
 
+# Saving a turn that failed (database locked or full) is tried again after 1 s, 2 s, 4 s ...
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
+
 
 class Messenger(Protocol):
     """How replies reach the reporter: Telegram or the terminal."""
@@ -135,12 +139,7 @@ class ReportingService:
         )
         # One turn at a time per reporter: two quick messages must not race on the draft.
         async with self._lock_for(pseudonym):
-            try:
-                turn = await self._decide_and_store(pseudonym, origin, inbound)
-            except StorageError as exc:
-                log.error("turn_not_saved error=%s", type(exc).__name__)
-                await messenger.send(Reply(self.content.wording.something_went_wrong))
-                return
+            turn = await self._decide_and_store_patiently(pseudonym, origin, inbound, messenger)
             if turn is None:
                 log.info("duplicate_update_ignored")
                 return
@@ -155,6 +154,25 @@ class ReportingService:
                 except StorageError as exc:
                     # The answers are safe; only the list of messages to clear on exit is stale.
                     log.warning("trace_not_saved error=%s", type(exc).__name__)
+
+    async def _decide_and_store_patiently(
+        self, pseudonym: str, origin: Origin, inbound: Inbound, messenger: Messenger
+    ) -> Turn | None:
+        """A database that stays locked or full must not lose what was sent (it may be a
+        child in danger): say so once, with the 999 line, and keep trying. Telegram is not told
+        the update was handled until this returns, so a restart meanwhile delivers it again."""
+        delay = RETRY_FIRST_SECONDS
+        told = False
+        while True:
+            try:
+                return await self._decide_and_store(pseudonym, origin, inbound)
+            except StorageError as exc:
+                log.error("turn_not_saved error=%s retry_in=%.0f", type(exc).__name__, delay)
+                if not told:
+                    told = True
+                    await messenger.send(Reply(self.content.wording.something_went_wrong))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     async def _slow_down(self, turn: Turn, verdict: FloodVerdict) -> None:
         """Over the flood limit: what they sent is kept and was checked for danger. Answer

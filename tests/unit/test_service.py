@@ -197,18 +197,28 @@ async def test_locked_database_gets_a_clear_answer_and_loses_nothing_saved(
     r = Reporter(service)
     await r.do(Inbound("start"))
     await r.press(content.wording.audiences["young_person"])
+    # Given another writer holds the database past the busy timeout,
     blocker = sqlite3.connect(data_dir / DB_NAME)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
         r.m.replies.clear()
-        await r.say("he is outside my house now")
-        assert "try again" in r.m.text() and "999" in r.m.text()
+        # When the reporter says they are in danger,
+        turn = asyncio.create_task(r.say("he is outside my house now"))
+        for _ in range(100):
+            if r.m.replies:
+                break
+            await asyncio.sleep(0.05)
+        # Then they are told at once it is not saved yet, with the 999 line, and need not resend
+        assert "try again myself" in r.m.text() and "999" in r.m.text()
+        assert not turn.done()
     finally:
         blocker.rollback()
         blocker.close()
-    await r.say("he is outside my house now")  # the reporter tries again: it lands
+    # and once the lock goes, their message lands by itself: one case, one alert.
+    await asyncio.wait_for(turn, 10)
     cases = await service.store.list_cases()
-    assert cases and cases[0].level == "immediate"
+    assert len(cases) == 1 and cases[0].level == "immediate"
+    assert len(await service.store.escalations_for(cases[0].ref)) == 1
 
 
 async def test_two_messages_at_once_do_not_race(
