@@ -496,14 +496,14 @@ async def inject_faults(run: Run) -> None:
     """Every few seconds: 429 bursts and 500s on the staff chat, then on sendMessage to anyone
     (the next requests of that kind fail; the emulator does not store the message)."""
     emulator, every = run.emulator, run.args.fault_every
-    while True:
+    while time.time() + every < run.deadline:
         await asyncio.sleep(every)
         emulator.fail_next("sendMessage", 429, 3, 1, chat_id=STAFF_CHAT_ID)
         emulator.fail_next("sendMessage", 500, 2, chat_id=STAFF_CHAT_ID)
-        emulator.fail_next("sendMessage", 429, 5, 1)
-        emulator.fail_next("sendMessage", 500, 3)
+        emulator.fail_next("sendMessage", 429, 3, 1)
+        emulator.fail_next("sendMessage", 500, 2)
         run.faults_injected.update({"staff_chat_429": 3, "staff_chat_500": 2})
-        run.faults_injected.update({"send_429": 5, "send_500": 3})
+        run.faults_injected.update({"send_429": 3, "send_500": 2})
 
 
 async def kill_once(run: Run) -> None:
@@ -540,8 +540,9 @@ def read_db(data_dir: Path) -> dict[str, Any]:
         }
         escalations = Counter(ref for (ref,) in con.execute("SELECT case_ref FROM escalations"))
         unsent = con.execute(
-            "SELECT COUNT(*) FROM deliveries WHERE sent_at IS NULL AND cancelled_at IS NULL"
-        ).fetchone()[0]
+            "SELECT case_ref, recipient FROM deliveries"
+            " WHERE sent_at IS NULL AND cancelled_at IS NULL"
+        ).fetchall()
         processed = con.execute("SELECT COUNT(*) FROM processed_updates").fetchone()[0]
     finally:
         con.close()
@@ -591,11 +592,12 @@ def bot_log_summary(log: str) -> Counter[str]:
 
 
 async def wait_for_escalations(run: Run, wait_s: float) -> None:
-    """Until every urgent case known to its reporter has reached the staff chat."""
+    """Until every urgent case known to its reporter has reached the staff chat and the DM."""
     for _ in range(int(wait_s / 0.5) + 1):
         wanted = {r.urgent_ref or r.ref for r in run.reports if r.urgent and r.urgent_at}
         wanted.discard(None)
-        if not wanted - set(staff_sends(run.emulator.requests)[STAFF_CHAT_ID]):
+        sends = staff_sends(run.emulator.requests)
+        if not wanted - set(sends[STAFF_CHAT_ID]) and not wanted - set(sends[STAFF_MEMBER_ID]):
             return
         await asyncio.sleep(0.5)
 
@@ -730,13 +732,14 @@ def summarise(
         and r.ok
         and "reference code is" in str(r.params.get("text"))
         and chat_id_of(r.params.get("chat_id")) != STAFF_CHAT_ID
-        for ref in REF.findall(str(r.params.get("text")))
+        for ref in set(REF.findall(str(r.params.get("text"))))
     )
     # Escalations.
     sends = staff_sends(requests)
     urgent = [r for r in reports if r.urgent and r.urgent_at is not None]
     esc_latency: list[float] = []
-    lost_chat = lost_dm = dup_chat = dup_dm = resent = unknown_ref = 0
+    lost_chat = lost_dm = dup_chat = dup_dm = resent = unknown_ref = queued = 0
+    waiting = {(ref, "staff_chat" if who == "staff_chat" else "dm") for ref, who in db["unsent"]}
     for r in urgent:
         ref = r.urgent_ref or r.ref
         if ref is None:
@@ -749,7 +752,10 @@ def summarise(
             plain = [q for q in got if RESENT_MARK not in str(q.params.get("text"))]
             resent += len(got) - len(plain)
             extra = max(0, len(plain) - expected)
-            if chat == STAFF_CHAT_ID:
+            kind = "staff_chat" if chat == STAFF_CHAT_ID else "dm"
+            if not got and (ref, kind) in waiting:
+                queued += 1  # not lost: still waiting in the database for its next attempt
+            elif chat == STAFF_CHAT_ID:
                 lost_chat += not got
                 dup_chat += extra
             else:
@@ -810,7 +816,14 @@ def summarise(
         "bot_peak_rss_mib": round(m["peak_rss_kib"] / 1024, 1),
         "db_bytes_running": m["db_running"],
         "db_bytes_empty": m["db_empty"],
-        "db_kib_per_1k_reports": round((m["db_running"] - m["db_empty"]) / reports_done, 1),
+        "db_kib_per_1k_reports": round(
+            (m["db_running"] - m["db_empty"]) / reports_done * 1000 / 1024, 1
+        ),
+        "db_kib_per_1k_reports_after_stop": round(
+            (m["db_stopped"] - m["db_empty"]) / reports_done * 1000 / 1024, 1
+        ),
+        "db_mib_running": round(m["db_running"] / 2**20, 1),
+        "db_mib_after_stop": round(m["db_stopped"] / 2**20, 1),
         "throttled_429": sum(run.emulator.throttled.values()),
         "throttled_429_by_chat": dict(run.emulator.throttled),
         "faults_injected": dict(run.faults_injected),
@@ -828,6 +841,8 @@ def summarise(
         "db_submitted_unconfirmed": len(submitted - set(given)),
         "urgent_messages": len(urgent),
         "urgent_ref_unknown": unknown_ref,
+        # The reporter never saw the signposting reply ("call 999", the reference) to it.
+        "urgent_signposting_missing": sum(1 for r in urgent if r.urgent_ref is None),
         "escalations_in_db": sum(db["escalations"].values()),
         "escalations_lost_staff_chat": lost_chat,
         "escalations_lost_dm": lost_dm,
@@ -835,7 +850,8 @@ def summarise(
         "escalations_dup_dm": dup_dm,
         "escalations_resent_marked": resent,
         "escalations_unexpected": unexpected,
-        "deliveries_unsent": db["unsent"],
+        "deliveries_unsent": len(db["unsent"]),
+        "escalations_still_queued": queued,
         "processed_updates_rows": db["processed"],
         "bot_exit_code": m["exit_code"],
         "api_violations": m["violations"],
@@ -860,18 +876,22 @@ ROWS = [
     ("CPU use: bot | harness | others (cores)",
      "bot_cpu_util harness_cpu_util other_processes_cpu_util", "host_cpus"),
     ("bot peak RSS MiB", "bot_peak_rss_mib", ""),
-    ("DB KiB per 1k reports", "db_kib_per_1k_reports", ""),
+    ("DB KiB/1k reports: running | stopped; MiB",
+     "db_kib_per_1k_reports db_kib_per_1k_reports_after_stop db_mib_running db_mib_after_stop",
+     ""),
     ("429s from the limits", "throttled_429", "0 in steady state (telegram)"),
     ("reports started | sent | confirmed", "reports_started reports_sent reports_confirmed", ""),
     ("reports unfinished | stuck | nudged", "reports_unfinished reports_stuck reports_nudged", ""),
     ("reports lost: no ref | not in DB", "reports_lost_no_ref reports_lost_not_in_db", "0"),
     ("reports dup: confirmation | DB unconfirmed",
      "reports_dup_confirmation db_submitted_unconfirmed", "0"),
-    ("urgent messages | ref unknown", "urgent_messages urgent_ref_unknown", ""),
+    ("urgent messages | ref unknown | no signposting",
+     "urgent_messages urgent_ref_unknown urgent_signposting_missing", "0 no signposting"),
     ("escalations lost: chat | DM", "escalations_lost_staff_chat escalations_lost_dm", "0"),
     ("escalations dup: chat | DM | marked",
      "escalations_dup_staff_chat escalations_dup_dm escalations_resent_marked", "0"),
-    ("escalations unexpected | unsent rows", "escalations_unexpected deliveries_unsent", "0"),
+    ("escalations still queued | unsent rows | unexpected",
+     "escalations_still_queued deliveries_unsent escalations_unexpected", "0"),
     ("bot exit | API violations | kills", "bot_exit_code api_violations kills", ""),
 ]  # fmt: skip
 
@@ -965,7 +985,7 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=60.0, help="s to finish open reports")
     parser.add_argument("--settle", type=float, default=2.0, help="then s for late repeats")
     parser.add_argument("--faults", action="store_true", help="inject 429s and 500s")
-    parser.add_argument("--fault-every", type=float, default=5.0)
+    parser.add_argument("--fault-every", type=float, default=10.0)
     parser.add_argument("--kill", action="store_true", help="kill -9 the bot once, restart it")
     parser.add_argument("--profile", action="store_true", help="run the bot under cProfile")
     parser.add_argument("--gc-log", action="store_true", help="log the bot's GC pauses")
@@ -985,7 +1005,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if not args.stall:
-        args.stall = 120.0 if args.mode == "telegram" else 30.0
+        args.stall = 120.0 if args.mode == "telegram" else 10.0 if args.faults else 30.0
     with tempfile.TemporaryDirectory(prefix="safeguard-load-") as tmp:
         result = asyncio.run(drive(args, Path(tmp)))
     if args.profile:
