@@ -5,7 +5,13 @@ Anything that does not unpack into one of these is forged or stale and gets a po
 
 from __future__ import annotations
 
+import logging
+
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters.callback_data import CallbackData
+from aiogram.types import CallbackQuery
+
+log = logging.getLogger("safeguard.telegram")
 
 
 class ReporterAction(CallbackData, prefix="r"):
@@ -23,3 +29,15 @@ class AlertAction(CallbackData, prefix="alert"):
 
     a: str  # "ack" | "take"
     e: int  # escalation id
+
+
+async def answer_query(
+    query: CallbackQuery, text: str | None = None, *, show_alert: bool = False
+) -> None:
+    """Answer a button press, if Telegram still lets us: it refuses a query older than about
+    15 seconds ("query is too old"), as a press re-delivered after a restart always is. Only
+    the spinner on the button depends on this answer, so the press is still handled."""
+    try:
+        await query.answer(text, show_alert=show_alert or None)
+    except TelegramAPIError as exc:
+        log.warning("callback_not_answered error=%s", type(exc).__name__)

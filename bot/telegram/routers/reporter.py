@@ -8,7 +8,7 @@ from aiogram.types import CallbackQuery, Message, Update
 
 from bot.dialogue.engine import Inbound
 from bot.dialogue.service import Origin, ReportingService
-from bot.telegram.callbacks import ReporterAction
+from bot.telegram.callbacks import ReporterAction, answer_query
 from bot.telegram.messenger import TelegramMessenger
 
 router = Router(name="reporter")
@@ -101,7 +101,7 @@ async def button(
     bot: Bot,
     service: ReportingService,
 ) -> None:
-    await query.answer()
+    await answer_query(query)
     if query.message is None:
         return
     chat_id = query.message.chat.id
@@ -121,4 +121,4 @@ async def button(
 @router.callback_query()
 async def unknown_button(query: CallbackQuery, service: ReportingService) -> None:
     """Forged or foreign callback data: refuse politely, change nothing."""
-    await query.answer(service.content.wording.staff.unknown_button)
+    await answer_query(query, service.content.wording.staff.unknown_button)

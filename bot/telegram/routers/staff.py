@@ -27,7 +27,7 @@ from bot.escalation.desk import ActionResult, StaffDesk
 from bot.escalation.paging import Paging, utcnow
 from bot.escalation.policy import STAFF_CHAT, dm
 from bot.reports.reference import normalise_reference
-from bot.telegram.callbacks import AlertAction
+from bot.telegram.callbacks import AlertAction, answer_query
 from bot.telegram.messenger import split_html
 from bot.telegram.notifier import TelegramStaffNotifier
 
@@ -232,16 +232,16 @@ def build_router(settings: Settings) -> Router:
         name = staff_name(query.from_user, paging)
         if name is None:
             await desk.refused(f"alert_{callback_data.a}")
-            await query.answer(w.not_staff, show_alert=True)
+            await answer_query(query, w.not_staff, show_alert=True)
             return
         message = query.message
         if message is None or callback_data.a not in ("ack", "take"):
-            await query.answer(w.unknown_button)
+            await answer_query(query, w.unknown_button)
             return
         recipient = STAFF_CHAT if message.chat.id == staff_chat else dm(name)
         if not await desk.store.alert_shown_in(callback_data.e, recipient, message.message_id):
             log.warning("alert_button_forged action=%s", callback_data.a)
-            await query.answer(w.unknown_button)
+            await answer_query(query, w.unknown_button)
             return
         ref = (await desk.store.get_escalation(callback_data.e)).case_ref
         result: ActionResult
@@ -255,7 +255,7 @@ def build_router(settings: Settings) -> Router:
                 if result.done
                 else w.already_taken.format(name=result.by)
             )
-        await query.answer(answer)
+        await answer_query(query, answer)
         if result.done:
             await notifier.refresh(ref, bot)
         if result.acknowledged:
@@ -267,7 +267,7 @@ def build_router(settings: Settings) -> Router:
 
     @router.callback_query(F.message.chat.id == staff_chat)
     async def unknown_staff_button(query: CallbackQuery, content: Content) -> None:
-        await query.answer(content.wording.staff.unknown_button)
+        await answer_query(query, content.wording.staff.unknown_button)
 
     return router
 
