@@ -10,6 +10,7 @@ import logging
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery
+from pydantic import Field
 
 log = logging.getLogger("safeguard.telegram")
 
@@ -28,7 +29,9 @@ class AlertAction(CallbackData, prefix="alert"):
     message (`SqliteStore.alert_shown_in`), so forged data naming another alert is refused."""
 
     a: str  # "ack" | "take"
-    e: int  # escalation id
+    # Escalation id: a SQLite row id, so forged data out of its 64-bit range is refused here
+    # rather than overflowing in the store.
+    e: int = Field(ge=1, le=2**63 - 1)
 
 
 async def answer_query(
