@@ -417,6 +417,7 @@ class BotCrypto:
         *,
         data_dir: Path | None = None,
         seen: _Stamp | None = None,
+        secrets_path: Path = Path(BOT_SECRETS_FILE),
     ) -> None:
         """Prefer :meth:`load`; this checks its inputs the same way. With ``data_dir``, staff
         keys added or removed there take effect at the next record sealed, no restart."""
@@ -424,7 +425,7 @@ class BotCrypto:
         # Stamped before the keys are read (by `load`), so a change in between is seen later.
         self._staff_dir_seen = self._staff_dir_stamp() if seen is None else seen
         self._set_recipients(recipients)
-        audit_key, generations = _parse_secrets(secrets_doc, Path(BOT_SECRETS_FILE))
+        audit_key, generations = _parse_secrets(secrets_doc, secrets_path)
         self._audit_key = audit_key
         self._generations = [
             _Generation(
@@ -457,7 +458,13 @@ class BotCrypto:
         path = keys_dir / BOT_SECRETS_FILE
         staff_dir = keys_dir / STAFF_DIRNAME
         seen = _public_files_stamp(staff_dir)
-        return cls(staff_public_keys(data_dir), _read_json(path), data_dir=data_dir, seen=seen)
+        return cls(
+            staff_public_keys(data_dir),
+            _read_json(path),
+            data_dir=data_dir,
+            seen=seen,
+            secrets_path=path,
+        )
 
     def __repr__(self) -> str:
         return f"BotCrypto(recipients={[r.fingerprint for r, _ in self._recipients]!r})"

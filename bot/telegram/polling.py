@@ -23,7 +23,9 @@ from aiogram.types import Update
 
 log = logging.getLogger("safeguard.telegram")
 
-MAX_BACKOFF_SECONDS = 30.0
+# Telegram unreachable: ask again after 0.5 s, 1 s, 2 s ... at most this long, so reporters are
+# heard again within seconds of it coming back.
+MAX_BACKOFF_SECONDS = 5.0
 # While an update is being handled Telegram keeps returning it, so long polling is not possible:
 # ask again this often for new ones. (At most 100 updates come back at a time, so a hundred
 # handlers stuck together would hold up newer updates until one finishes.)
