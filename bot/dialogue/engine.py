@@ -46,9 +46,12 @@ MEDIA_DELETED = frozenset(
         "voice",
         "audio",
         "location",
+        "venue",  # a location with an address
+        "live_photo",
         "contact",
         "story",
         "paid_media",
+        "checklist",
     }
 )
 

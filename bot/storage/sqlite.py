@@ -400,6 +400,8 @@ class SqliteStore:
     async def alert_shown_in(self, escalation_id: int, recipient: str, message_id: int) -> bool:
         """Whether this alert really was in that message: a button's data is only trusted if
         it names an alert the bot put on that very message."""
+        if not 0 < escalation_id < 2**63 or not -(2**63) <= message_id < 2**63:
+            return False  # forged: no such row can exist, and SQLite integers are 64-bit
         rows = await self._fetch(
             "SELECT 1 FROM deliveries WHERE escalation_id = ? AND recipient = ? "
             "AND message_id = ? AND kind = 'alert'",

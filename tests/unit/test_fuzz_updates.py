@@ -1007,14 +1007,12 @@ def test_random_updates_through_the_dispatcher(world: tuple[World, asyncio.Runne
     assert w.sent_to(STAFF_CHAT_ID, 0), "no staff command was answered in the staff chat"
 
 
-@pytest.mark.xfail(strict=True, reason="a shared place or live photo is not removed (reported)")
 @pytest.mark.parametrize("content", ["venue", "live_photo"])
 def test_a_shared_place_or_live_photo_is_removed_like_a_location(
     world: tuple[World, asyncio.Runner], content: str
 ) -> None:
-    """A venue carries a location and an address; a live photo is a photo. Both stay in the
-    chat today (aiogram names their content types "venue" and "live_photo", which are not in
-    `MEDIA_DELETED`). When that is fixed this test passes: remove the xfail mark."""
+    """A venue carries a location and an address; a live photo is a photo: both are removed
+    from the chat like any other media (content types "venue" and "live_photo")."""
     w, runner = world
     place = {"latitude": 51.5, "longitude": -0.12}
     payload = {

@@ -231,7 +231,10 @@ def build_router(settings: Settings) -> Router:
         w = content.wording.staff
         name = staff_name(query.from_user, paging)
         if name is None:
-            await desk.refused(f"alert_{callback_data.a}")
+            # The action comes from the button's data, which a stranger can forge: record only
+            # the ones that exist, never their free text.
+            action = callback_data.a if callback_data.a in ("ack", "take") else "other"
+            await desk.refused(f"alert_{action}")
             await answer_query(query, w.not_staff, show_alert=True)
             return
         message = query.message
