@@ -721,6 +721,7 @@ def summarise(
     steady_from, steady_to = run.start + args.ramp, run.start + args.duration
     steady = [t for t, _, _ in replies if steady_from <= t <= steady_to]
     outcomes = Counter(r.outcome for r in reports)
+    sends_ok = sum(1 for r in requests if r.ok and r.method.startswith(("send", "edit")))
     sent = [r for r in reports if r.sent_at is not None]
     given = [r.ref for r in reports if r.ref]
     cases: dict[str, tuple[str, str | None]] = db["cases"]
@@ -788,6 +789,7 @@ def summarise(
         "kills": run.kills,
         "load_phase_s": round(m["load_s"], 1),
         "updates_answered": len(replies),
+        "bot_sends_per_s": round(sends_ok / span, 1) if span else None,
         "updates_per_s": round(len(replies) / span, 1) if span else None,
         "updates_per_s_steady": round(len(steady) / max(1e-9, steady_to - steady_from), 1)
         if not args.count and steady_to > steady_from
@@ -867,7 +869,7 @@ def _r(value: float | None, digits: int = 1) -> float | None:
 CAPACITY_TARGET = ">= 300 (capacity, 100, think 0)"
 ROWS = [
     ("updates/s (all | steady)", "updates_per_s updates_per_s_steady", CAPACITY_TARGET),
-    ("updates answered", "updates_answered", ""),
+    ("updates answered | bot sends+edits per s", "updates_answered bot_sends_per_s", ""),
     ("reply ms p50 | p95 | p99 | max", "reply_ms_p50 reply_ms_p95 reply_ms_p99 reply_ms_max",
      "p99 <= 250 (capacity)"),
     ("escalation ms p50 | p99 | max", "escalation_ms_p50 escalation_ms_p99 escalation_ms_max",
@@ -887,10 +889,11 @@ ROWS = [
      "reports_dup_confirmation db_submitted_unconfirmed", "0"),
     ("urgent messages | ref unknown | no signposting",
      "urgent_messages urgent_ref_unknown urgent_signposting_missing", "0 no signposting"),
+    ("alerts raised (escalations in DB)", "escalations_in_db", "= urgent messages"),
     ("escalations lost: chat | DM", "escalations_lost_staff_chat escalations_lost_dm", "0"),
     ("escalations dup: chat | DM | marked",
      "escalations_dup_staff_chat escalations_dup_dm escalations_resent_marked", "0"),
-    ("escalations still queued | unsent rows | unexpected",
+    ("escalations still queued | unsent rows | for refs no reporter saw",
      "escalations_still_queued deliveries_unsent escalations_unexpected", "0"),
     ("bot exit | API violations | kills", "bot_exit_code api_violations kills", ""),
 ]  # fmt: skip
