@@ -172,7 +172,7 @@ async def one_run(
 ) -> Result:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
-        create_keys(data_dir, "bench", **FAST_KDF)
+        create_keys(data_dir, "bench", "bench", **FAST_KDF)
         emulator = TimedEmulator()
         async with emulator:
             staff = emulator.group(STAFF_CHAT_ID, "staff")

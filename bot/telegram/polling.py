@@ -29,7 +29,7 @@ MAX_BACKOFF_SECONDS = 5.0
 # While an update is being handled Telegram keeps returning it, so long polling is not possible:
 # ask again this often for new ones. (At most 100 updates come back at a time, so a hundred
 # handlers stuck together would hold up newer updates until one finishes.)
-BUSY_POLL_SECONDS = 0.1
+BUSY_POLL_SECONDS = 0.25
 
 
 class DurablePoller:
@@ -101,14 +101,11 @@ class DurablePoller:
             ]
             for update in fresh:
                 self._start(update)
-            if not fresh and self._handling:
-                # Only updates still being handled came back: wait for one to finish rather
-                # than ask again at once.
-                await asyncio.wait(
-                    list(self._handling.values()),
-                    timeout=BUSY_POLL_SECONDS,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+            if self._handling:
+                # Telegram answers every getUpdates with all the updates still being handled
+                # (up to 100), and each answer is parsed in full: ask at a steady pace, not
+                # after every finished handler, or parsing them again eats the CPU under load.
+                await asyncio.sleep(BUSY_POLL_SECONDS)
 
     async def _fetch(self) -> list[Update]:
         # While updates are being handled, do not long-poll: they would come straight back.
