@@ -44,6 +44,9 @@ class Draft:
     alerted: list[str] = field(default_factory=list)
     turn: int = 0
     message_ids: list[int] = field(default_factory=list)
+    # The last update whose reply went out: one delivered again after a crash that came
+    # between saving a turn and answering it is answered then, not ignored.
+    answered_update: int | None = None
 
     def restart(self) -> None:
         """Fresh answers; the case reference, alerts and chat trace stay (they are real)."""

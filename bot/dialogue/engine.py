@@ -202,6 +202,15 @@ class Engine:
         self._ask_current(turn, d)
         return turn
 
+    def where_we_are(self, draft: Draft) -> Turn:
+        """Say again what was last said: after a crash between saving a turn and answering
+        it. Someone who raised an alarm is given the numbers again first."""
+        turn = Turn(draft=draft)
+        if draft.alerted and draft.case_ref:
+            turn.outputs.append(Reply(self.w.urgent_repeat.format(ref=draft.case_ref)))
+        self._ask_current(turn, draft)
+        return turn
+
     def attach(self, draft: Draft | None, ref: str | None, replies: Sequence[str]) -> Turn:
         """/followup REF: carry on adding to a report sent earlier (after the chat was
         cleared, or from another phone), and read what the team has replied so far.

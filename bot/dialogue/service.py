@@ -141,19 +141,34 @@ class ReportingService:
         async with self._lock_for(pseudonym):
             turn = await self._decide_and_store_patiently(pseudonym, origin, inbound, messenger)
             if turn is None:
-                log.info("duplicate_update_ignored")
-                return
+                turn = await self._unanswered(pseudonym, origin)
+                if turn is None:
+                    log.info("duplicate_update_ignored")
+                    return
+                log.warning("unanswered_update_answered")
             if verdict.slowed:
                 await self._slow_down(turn, verdict)
             sent_ids = await self._deliver(turn, messenger)
             if turn.draft is not None and (sent_ids or origin.message_id):
                 turn.draft.track([i for i in (origin.message_id, *sent_ids) if i is not None])
+                turn.draft.answered_update = origin.update_id
                 try:
                     async with self.store.transaction() as tx:
                         await tx.save_draft(pseudonym, self._seal_draft(pseudonym, turn.draft))
                 except StorageError as exc:
                     # The answers are safe; only the list of messages to clear on exit is stale.
                     log.warning("trace_not_saved error=%s", type(exc).__name__)
+
+    async def _unanswered(self, pseudonym: str, origin: Origin) -> Turn | None:
+        """An update already saved, delivered again. Normally Telegram repeating itself:
+        ignore it. But if its answer never went out (the bot was killed in between), the
+        reporter would be left in silence, perhaps after saying they are in danger."""
+        draft = await self._load_draft(pseudonym)
+        if draft is None or origin.update_id is None:
+            return None
+        if draft.answered_update is not None and draft.answered_update >= origin.update_id:
+            return None
+        return self.engine.where_we_are(draft)
 
     async def _decide_and_store_patiently(
         self, pseudonym: str, origin: Origin, inbound: Inbound, messenger: Messenger

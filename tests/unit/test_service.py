@@ -250,3 +250,28 @@ async def test_writing_again_after_the_case_closed_lets_the_team_answer_again(
     # Then it is added to the case, and the team can reach them again.
     assert [rec.kind for rec in await service.store.records_for(ref)][-1] == "followup"
     assert await service.store.reply_handle(ref) is not None
+
+
+async def test_an_update_saved_but_never_answered_is_answered_when_delivered_again(
+    service: ReportingService, content: Content
+) -> None:
+    # Given a reporter whose urgent message was saved, and then the bot was killed before
+    # its answer went out (the update is then delivered again by Telegram),
+    r = Reporter(service)
+    await r.do(Inbound("start"))
+    await r.press(content.wording.audiences["young_person"])
+    origin = Origin(REPORTER, update_id=77, reply_address=REPORTER)
+    pseudonym = service.crypto.pseudonym_for(REPORTER)
+    danger = Inbound("text", text="please help hes outside my house rn")
+    assert await service._decide_and_store(pseudonym, origin, danger) is not None
+    r.m.replies.clear()
+    # When that update arrives again,
+    await service.handle(origin, danger, r.m)
+    # Then it is not treated as already answered: the numbers, and where they were.
+    assert "999" in r.m.text() and r.m.buttons()
+    cases = await service.store.list_cases()
+    assert len(cases) == 1 and len(await service.store.escalations_for(cases[0].ref)) == 1
+    # And a third delivery, now answered, is ignored.
+    r.m.replies.clear()
+    await service.handle(origin, danger, r.m)
+    assert r.m.replies == []
