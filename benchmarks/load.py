@@ -615,6 +615,10 @@ async def drive(args: Namespace, workdir: Path) -> dict[str, Any]:
         await emulator.add_bot_to_group(staff, emulator.user(STAFF_MEMBER_ID, "Asha"))
         bot = LoadBot(emulator, data_dir, workdir)
         bot.env_overrides.update(BOT_ENV)
+        if args.mode == "capacity":
+            # What one process can do: the bot's own Telegram pacing (30 messages/s, which
+            # the telegram mode measures) set as high as a self-hosted Bot API server allows.
+            bot.env_overrides["SAFEGUARD_TELEGRAM__MESSAGES_PER_SECOND"] = "1000"
         if args.think[1] == 0 or args.no_flood_limits:
             bot.env_overrides.update(NO_FLOOD_LIMITS)
         flags = [

@@ -33,6 +33,10 @@ class TelegramSettings(BaseModel):
     api_base: str = "https://api.telegram.org"
     # Long-polling wait; short in tests so a stopping bot exits promptly.
     polling_timeout_seconds: int = Field(default=30, ge=0, le=50)
+    # Messages a second the bot sends at most, all chats together (5 of them kept for alerts).
+    # Telegram allows about 30; raise it only for a self-hosted Bot API server or a bot with
+    # Telegram's paid higher limits.
+    messages_per_second: int = Field(default=30, ge=6, le=1000)
 
 
 class StaffSettings(BaseModel):

@@ -83,7 +83,7 @@ def build_dispatcher(settings: Settings) -> Dispatcher:
 async def run_bot(settings: Settings, staff_key: StaffKey | None = None) -> None:
     if settings.staff.chat_id is None:
         raise ConfigError("staff.chat_id is not set: alerts would have nowhere to go")
-    limiter = OutboundLimiter()
+    limiter = OutboundLimiter(per_second=settings.telegram.messages_per_second)
     bot = build_bot(settings, limiter)
     alert_bot = build_bot(settings, limiter, for_alerts=True)
     dp = build_dispatcher(settings)
