@@ -37,6 +37,8 @@ class TelegramSettings(BaseModel):
     # Telegram allows about 30; raise it only for a self-hosted Bot API server or a bot with
     # Telegram's paid higher limits.
     messages_per_second: int = Field(default=30, ge=6, le=1000)
+    # One message a second to each private chat, as Telegram asks (never a 429 to wait out).
+    pace_private_chats: bool = True
 
 
 class StaffSettings(BaseModel):

@@ -83,7 +83,10 @@ def build_dispatcher(settings: Settings) -> Dispatcher:
 async def run_bot(settings: Settings, staff_key: StaffKey | None = None) -> None:
     if settings.staff.chat_id is None:
         raise ConfigError("staff.chat_id is not set: alerts would have nowhere to go")
-    limiter = OutboundLimiter(per_second=settings.telegram.messages_per_second)
+    limiter = OutboundLimiter(
+        per_second=settings.telegram.messages_per_second,
+        pace_private_chats=settings.telegram.pace_private_chats,
+    )
     bot = build_bot(settings, limiter)
     alert_bot = build_bot(settings, limiter, for_alerts=True)
     dp = build_dispatcher(settings)

@@ -29,7 +29,7 @@ MAX_BACKOFF_SECONDS = 5.0
 # While an update is being handled Telegram keeps returning it, so long polling is not possible:
 # ask again this often for new ones. (At most 100 updates come back at a time, so a hundred
 # handlers stuck together would hold up newer updates until one finishes.)
-BUSY_POLL_SECONDS = 0.25
+BUSY_POLL_SECONDS = 0.1
 
 
 class DurablePoller:
@@ -103,7 +103,7 @@ class DurablePoller:
                 self._start(update)
             if self._handling:
                 # Telegram answers every getUpdates with all the updates still being handled
-                # (up to 100), and each answer is parsed in full: ask at a steady pace, not
+                # (up to 100), and each answer is parsed in full: ask ten times a second, not
                 # after every finished handler, or parsing them again eats the CPU under load.
                 await asyncio.sleep(BUSY_POLL_SECONDS)
 
