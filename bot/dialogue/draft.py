@@ -44,8 +44,9 @@ class Draft:
     alerted: list[str] = field(default_factory=list)
     turn: int = 0
     message_ids: list[int] = field(default_factory=list)
-    # The last update whose reply went out: one delivered again after a crash that came
-    # between saving a turn and answering it is answered then, not ignored.
+    # The last update whose turn was saved, and the last whose reply went out: when they
+    # differ, a crash came in between, and the reply is made good (ReportingService).
+    saved_update: int | None = None
     answered_update: int | None = None
 
     def restart(self) -> None:

@@ -76,6 +76,8 @@ class Origin:
     message_id: int | None = None
     # The chat a staff reply would go to; sealed before it is stored, and only with consent.
     reply_address: int | None = None
+    # Called once the turn is committed: the transport may then stop holding the update.
+    on_saved: Callable[[], None] | None = None
 
 
 class ReportingService:
@@ -140,6 +142,8 @@ class ReportingService:
         # One turn at a time per reporter: two quick messages must not race on the draft.
         async with self._lock_for(pseudonym):
             turn = await self._decide_and_store_patiently(pseudonym, origin, inbound, messenger)
+            if origin.on_saved is not None:
+                origin.on_saved()
             if turn is None:
                 turn = await self._unanswered(pseudonym, origin)
                 if turn is None:
@@ -219,11 +223,24 @@ class ReportingService:
         if origin.update_id is not None and await self.store.was_processed(origin.update_id):
             return None
         draft = await self._load_draft(pseudonym, origin.reporter_id)
+        # Their last turn was saved but its answer may never have gone out (the bot was
+        # killed in between): someone who raised an alarm is given the numbers again.
+        unanswered_alarm = (
+            draft is not None
+            and bool(draft.alerted)
+            and draft.case_ref is not None
+            and draft.saved_update is not None
+            and draft.saved_update != draft.answered_update
+        )
         if inbound.kind == "followup":
             turn = await self._attach(draft, inbound.text)
         else:
             turn = self.engine.handle(draft, inbound, await self.understand(inbound))
             self._add_when_to_expect_reply(turn)
+        if unanswered_alarm and draft is not None and draft.case_ref is not None:
+            repeat = Reply(self.content.wording.urgent_repeat.format(ref=draft.case_ref))
+            if repeat not in turn.outputs:
+                turn.outputs.insert(0, repeat)
         alerted = False
         async with self.store.transaction() as tx:
             for event in turn.events:
@@ -231,6 +248,7 @@ class ReportingService:
             if turn.draft is None:
                 await tx.erase_draft(pseudonym)
             else:
+                turn.draft.saved_update = origin.update_id
                 await tx.save_draft(pseudonym, self._seal_draft(pseudonym, turn.draft))
             if origin.update_id is not None:
                 await tx.mark_processed(origin.update_id)

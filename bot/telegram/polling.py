@@ -1,12 +1,18 @@
-"""Long polling that confirms an update to Telegram only after it has been handled.
+"""Long polling that confirms an update to Telegram only once it is safe.
 
 Telegram forgets an update once `getUpdates` is called with a higher offset. aiogram's own
 polling asks for the next batch as soon as the handlers of the last one have *started*, so a
 `kill -9` in the few milliseconds before a handler commits would lose that update: an urgent
-message with no alert and no reply. Here the offset only moves past updates whose handling
-has finished (their answer, alert and update id committed, `bot.dialogue.service`); anything
-unfinished is delivered again after a restart, and the `processed_updates` table makes a
-second delivery of a finished one harmless.
+message with no alert and no reply. Here the offset only moves past an update once its turn
+is saved (answer, alert and update id committed, `bot.dialogue.service`, which says so through
+`UPDATE_SAVED`) or, for other handlers, once handling has finished. Anything unsaved is
+delivered again after a restart, and the `processed_updates` table makes a second delivery of
+a saved one harmless.
+
+Why "saved" and not "answered": Telegram returns at most 100 unconfirmed updates, so updates
+whose replies wait for Telegram's pace would hide every newer one, an urgent message included,
+when many people write at once. A reply lost to a crash after the save is made good: the
+reporter's next message brings it back (`ReportingService`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from aiogram import Bot, Dispatcher
@@ -22,6 +30,10 @@ from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
 log = logging.getLogger("safeguard.telegram")
+
+# Set for each update being handled: call it once the update's turn is committed, so Telegram
+# may forget it before the reply has gone out.
+UPDATE_SAVED: ContextVar[Callable[[], None] | None] = ContextVar("update_saved", default=None)
 
 # Telegram unreachable: ask again after 0.5 s, 1 s, 2 s ... at most this long, so reporters are
 # heard again within seconds of it coming back.
@@ -48,6 +60,7 @@ class DurablePoller:
         self.context = context
         self._handling: dict[int, asyncio.Task[Any]] = {}
         self._finished: set[int] = set()  # finished, but above the confirmed offset
+        self._saved: set[int] = set()  # still being handled, but safe to confirm
         self._last_from: dict[int, asyncio.Task[None]] = {}  # each sender's newest update
         self._highest = -1
         self._stop = asyncio.Event()
@@ -58,8 +71,9 @@ class DurablePoller:
     @property
     def offset(self) -> int | None:
         """The next getUpdates offset: everything below it has been handled."""
-        if self._handling:
-            return min(self._handling)
+        unsaved = [i for i in self._handling if i not in self._saved]
+        if unsaved:
+            return min(unsaved)
         return self._highest + 1 if self._highest >= 0 else None
 
     async def run(self, drain_seconds: float) -> None:
@@ -136,6 +150,7 @@ class DurablePoller:
     async def _handle(self, update: Update, after: asyncio.Task[None] | None = None) -> None:
         if after is not None:
             await asyncio.wait([after])
+        UPDATE_SAVED.set(lambda: self._saved.add(update.update_id))  # this task's own context
         try:
             await self.dp.feed_update(self.bot, update, **self.context)
         except Exception as exc:  # the dispatcher's error handler logged it already
@@ -143,6 +158,7 @@ class DurablePoller:
 
     def _done(self, update_id: int, sender: int | None, task: asyncio.Task[None]) -> None:
         self._handling.pop(update_id, None)
+        self._saved.discard(update_id)
         self._finished.add(update_id)
         if sender is not None and self._last_from.get(sender) is task:
             del self._last_from[sender]

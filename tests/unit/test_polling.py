@@ -12,7 +12,7 @@ from typing import Any
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
-from bot.telegram.polling import DurablePoller
+from bot.telegram.polling import UPDATE_SAVED, DurablePoller
 
 
 class FakeTelegram:
@@ -112,3 +112,41 @@ async def test_one_persons_updates_are_handled_in_the_order_they_sent_them() -> 
     await task
     # Then the other person is not held up, and the words wait for the tap before them.
     assert order == ["2", "1", "3"]
+
+
+async def test_a_saved_update_no_longer_hides_newer_ones_while_its_reply_waits() -> None:
+    # Given 100 updates whose turns are saved but whose replies wait (Telegram's pace),
+    telegram = FakeTelegram()
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    class SavedThenWaiting(FakeDispatcher):
+        async def feed_update(self, bot: Any, update: Update, **kw: Any) -> None:
+            seen.append(update.update_id)
+            if update.update_id <= 100:
+                saved = UPDATE_SAVED.get()
+                assert saved is not None
+                saved()
+                await release.wait()
+            self.handled[update.update_id] += 1
+
+    dp = SavedThenWaiting(telegram)
+    poller = DurablePoller(dp, telegram, 1, [])  # type: ignore[arg-type]
+    for update_id in range(1, 102):
+        telegram.add(update_id)
+    task = asyncio.create_task(poller.run(drain_seconds=5))
+    # When the 101st arrives (an urgent message, say), it is read at once,
+    for _ in range(200):
+        if 101 in seen:
+            break
+        await asyncio.sleep(0.01)
+    assert 101 in seen
+    release.set()
+    for _ in range(200):
+        if len(dp.handled) == 101:
+            break
+        await asyncio.sleep(0.01)
+    poller.stop()
+    await task
+    # and every update was handled exactly once.
+    assert set(dp.handled) == set(range(1, 102)) and max(dp.handled.values()) == 1

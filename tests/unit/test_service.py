@@ -275,3 +275,25 @@ async def test_an_update_saved_but_never_answered_is_answered_when_delivered_aga
     r.m.replies.clear()
     await service.handle(origin, danger, r.m)
     assert r.m.replies == []
+
+
+async def test_a_lost_answer_to_an_alarm_is_made_good_by_their_next_message(
+    service: ReportingService, content: Content
+) -> None:
+    # Given an urgent message saved (and Telegram told so), then the bot killed before the
+    # answer with the 999 line went out, so Telegram will not deliver it again,
+    r = Reporter(service)
+    await r.do(Inbound("start"))
+    await r.press(content.wording.audiences["young_person"])
+    origin = Origin(REPORTER, update_id=90, reply_address=REPORTER)
+    pseudonym = service.crypto.pseudonym_for(REPORTER)
+    danger = Inbound("text", text="please help hes outside my house rn")
+    assert await service._decide_and_store(pseudonym, origin, danger) is not None
+    # When they write again,
+    r.m.replies.clear()
+    await r.do(Inbound("text", text="hello?"), update_id=91)
+    # Then the numbers come first; and once answered, not again.
+    assert "999" in r.m.replies[0].html
+    r.m.replies.clear()
+    await r.do(Inbound("text", text="he has gone now"), update_id=92)
+    assert all("999" not in x.html for x in r.m.replies[:1])

@@ -10,6 +10,7 @@ from bot.dialogue.engine import Inbound
 from bot.dialogue.service import Origin, ReportingService
 from bot.telegram.callbacks import ReporterAction, answer_query
 from bot.telegram.messenger import TelegramMessenger
+from bot.telegram.polling import UPDATE_SAVED
 
 router = Router(name="reporter")
 router.message.filter(F.chat.type == "private")
@@ -27,6 +28,7 @@ async def _handle(
         update_id=update.update_id,
         message_id=message.message_id,
         reply_address=message.chat.id,
+        on_saved=UPDATE_SAVED.get(),
     )
     messenger = TelegramMessenger(bot, message.chat.id, message.message_id)
     await service.handle(origin, inbound, messenger)
@@ -106,7 +108,10 @@ async def button(
         return
     chat_id = query.message.chat.id
     origin = Origin(
-        reporter_id=query.from_user.id, update_id=event_update.update_id, reply_address=chat_id
+        reporter_id=query.from_user.id,
+        update_id=event_update.update_id,
+        reply_address=chat_id,
+        on_saved=UPDATE_SAVED.get(),
     )
     inbound = Inbound(
         "button",
