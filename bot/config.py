@@ -37,8 +37,11 @@ class TelegramSettings(BaseModel):
     # Telegram allows about 30; raise it only for a self-hosted Bot API server or a bot with
     # Telegram's paid higher limits.
     messages_per_second: int = Field(default=30, ge=6, le=1000)
-    # One message a second to each private chat, as Telegram asks (never a 429 to wait out).
-    pace_private_chats: bool = True
+    # One message a second to each private chat, as Telegram asks. Off by default: Telegram
+    # tolerates a conversation's short bursts, and a turn of two or three messages (the 999
+    # line, then the question) then arrives at once; on, it arrives over two seconds but never
+    # earns a 429 (measured in benchmarks/load.py --mode telegram).
+    pace_private_chats: bool = False
 
 
 class StaffSettings(BaseModel):

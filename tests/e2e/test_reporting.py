@@ -25,9 +25,14 @@ def buttons(message: dict) -> list[str]:
 
 
 async def next_prompt(user: SimUser) -> dict:
-    """The newest bot message with buttons, after the latest action."""
+    """The newest bot message with buttons, after the latest action. A reply of several
+    messages arrives one a second (Telegram's pace for a chat): wait for the one that asks."""
     await user.wait_for_bot_message()
-    await asyncio.sleep(0.05)  # let a multi-message reply finish arriving
+    for _ in range(60):
+        await asyncio.sleep(0.05)
+        message = user.last_bot_message()
+        if message is not None and buttons(message):
+            return message
     message = user.last_bot_message()
     assert message is not None
     return message

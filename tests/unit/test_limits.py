@@ -66,16 +66,24 @@ async def test_no_more_than_the_overall_rate_in_any_second_and_alerts_keep_a_sha
 
 async def test_a_group_gets_twenty_a_minute_and_a_reporter_one_a_second() -> None:
     clock = SimClock()
-    lim = limiter(clock)
+    lim = OutboundLimiter(clock=clock, sleep=clock.sleep, pace_private_chats=True)
     for _ in range(21):
         await lim.acquire(GROUP)
     assert clock.now >= 60.0
     clock.now = 1000.0
     for _ in range(3):
         await lim.acquire(REPORTER)
-    assert clock.now == 1002.0  # Telegram's pace for one chat, so it never answers 429
+    assert clock.now == 1002.2  # Telegram's pace for one chat, so it never answers 429
     await lim.acquire(REPORTER + 1)
-    assert clock.now == 1002.0  # another reporter does not wait behind them
+    assert clock.now == 1002.2  # another reporter does not wait behind them
+
+
+async def test_by_default_a_reporters_few_messages_of_one_turn_go_at_once() -> None:
+    clock = SimClock()
+    lim = limiter(clock)
+    for _ in range(3):
+        await lim.acquire(REPORTER)  # the 999 line, a note, the next question
+    assert clock.now == 0.0
 
 
 async def test_an_alert_waiting_for_a_slot_goes_before_ordinary_messages() -> None:
