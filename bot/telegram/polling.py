@@ -61,6 +61,7 @@ class DurablePoller:
         self._handling: dict[int, asyncio.Task[Any]] = {}
         self._finished: set[int] = set()  # finished, but above the confirmed offset
         self._saved: set[int] = set()  # still being handled, but safe to confirm
+        self._progress = asyncio.Event()  # an update was saved or finished
         self._last_from: dict[int, asyncio.Task[None]] = {}  # each sender's newest update
         self._highest = -1
         self._stop = asyncio.Event()
@@ -68,10 +69,13 @@ class DurablePoller:
     def stop(self) -> None:
         self._stop.set()
 
+    def _unsaved(self) -> list[int]:
+        return [i for i in self._handling if i not in self._saved]
+
     @property
     def offset(self) -> int | None:
-        """The next getUpdates offset: everything below it has been handled."""
-        unsaved = [i for i in self._handling if i not in self._saved]
+        """The next getUpdates offset: everything below it has been saved or handled."""
+        unsaved = self._unsaved()
         if unsaved:
             return min(unsaved)
         return self._highest + 1 if self._highest >= 0 else None
@@ -115,15 +119,17 @@ class DurablePoller:
             ]
             for update in fresh:
                 self._start(update)
-            if self._handling:
-                # Telegram answers every getUpdates with all the updates still being handled
-                # (up to 100), and each answer is parsed in full: ask ten times a second, not
-                # after every finished handler, or parsing them again eats the CPU under load.
-                await asyncio.sleep(BUSY_POLL_SECONDS)
+            self._progress.clear()
+            if self._unsaved():
+                # Telegram answers every getUpdates with all the updates not yet saved: ask
+                # again once one is saved (usually milliseconds), or after a tenth of a second.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), BUSY_POLL_SECONDS)
 
     async def _fetch(self) -> list[Update]:
-        # While updates are being handled, do not long-poll: they would come straight back.
-        timeout = 0 if self._handling else self.polling_timeout
+        # While updates not yet saved are being handled, do not long-poll: they would come
+        # straight back. Saved ones are confirmed by the offset, so long polling goes on.
+        timeout = 0 if self._unsaved() else self.polling_timeout
         offset = self.offset
         method = GetUpdates(offset=offset, timeout=timeout, allowed_updates=self.allowed_updates)
         request_timeout = int((self.bot.session.timeout or 60) + timeout)
@@ -150,16 +156,21 @@ class DurablePoller:
     async def _handle(self, update: Update, after: asyncio.Task[None] | None = None) -> None:
         if after is not None:
             await asyncio.wait([after])
-        UPDATE_SAVED.set(lambda: self._saved.add(update.update_id))  # this task's own context
+        UPDATE_SAVED.set(lambda: self._mark_saved(update.update_id))  # this task's own context
         try:
             await self.dp.feed_update(self.bot, update, **self.context)
         except Exception as exc:  # the dispatcher's error handler logged it already
             log.error("update_not_handled error=%s", type(exc).__name__)
 
+    def _mark_saved(self, update_id: int) -> None:
+        self._saved.add(update_id)
+        self._progress.set()
+
     def _done(self, update_id: int, sender: int | None, task: asyncio.Task[None]) -> None:
         self._handling.pop(update_id, None)
         self._saved.discard(update_id)
         self._finished.add(update_id)
+        self._progress.set()
         if sender is not None and self._last_from.get(sender) is task:
             del self._last_from[sender]
 
