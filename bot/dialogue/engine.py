@@ -85,6 +85,8 @@ class Button:
 class Reply:
     html: str
     buttons: tuple[tuple[Button, ...], ...] = ()
+    # The 999 line after an alarm: sent before anything else waiting for Telegram's pace.
+    urgent: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,7 @@ class Engine:
         it. Someone who raised an alarm is given the numbers again first."""
         turn = Turn(draft=draft)
         if draft.alerted and draft.case_ref:
-            turn.outputs.append(Reply(self.w.urgent_repeat.format(ref=draft.case_ref)))
+            turn.outputs.append(Reply(self.w.urgent_repeat.format(ref=draft.case_ref), urgent=True))
         self._ask_current(turn, draft)
         return turn
 
@@ -253,7 +255,7 @@ class Engine:
                 template = self.w.urgent_high
         else:
             template = self.w.urgent_repeat
-        turn.outputs.append(Reply(template.format(ref=d.case_ref)))
+        turn.outputs.append(Reply(template.format(ref=d.case_ref), urgent=True))
         turn.events.append(UrgentSignal(d.case_ref, level, reasons))
 
     # ----------------------------------------------------------------- kinds of input

@@ -238,7 +238,9 @@ class ReportingService:
             turn = self.engine.handle(draft, inbound, await self.understand(inbound))
             self._add_when_to_expect_reply(turn)
         if unanswered_alarm and draft is not None and draft.case_ref is not None:
-            repeat = Reply(self.content.wording.urgent_repeat.format(ref=draft.case_ref))
+            repeat = Reply(
+                self.content.wording.urgent_repeat.format(ref=draft.case_ref), urgent=True
+            )
             if repeat not in turn.outputs:
                 turn.outputs.insert(0, repeat)
         alerted = False

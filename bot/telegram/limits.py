@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from aiogram import Bot
@@ -30,6 +31,10 @@ from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 
 PRIVATE_CHAT_GAP_SECONDS = 1.1
+
+# Set while sending something that must not wait behind ordinary replies (the 999 line to a
+# reporter who just raised an alarm): it takes the alerts' lane.
+SEND_URGENTLY: ContextVar[bool] = ContextVar("send_urgently", default=False)
 
 # Methods that post or change a message: the ones Telegram counts.
 COUNTED_PREFIXES = ("send", "edit", "copy", "forward")
@@ -144,5 +149,6 @@ class LimitRequests(BaseRequestMiddleware):
         name = type(method).__name__.lower()
         if name.startswith(COUNTED_PREFIXES):
             chat_id = getattr(method, "chat_id", None)
-            await self.limiter.acquire(chat_id if isinstance(chat_id, int) else None, self.urgent)
+            urgent = self.urgent or SEND_URGENTLY.get()
+            await self.limiter.acquire(chat_id if isinstance(chat_id, int) else None, urgent)
         return await make_request(bot, method)

@@ -12,6 +12,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.dialogue.engine import Button, Reply
 from bot.telegram.callbacks import ReporterAction
+from bot.telegram.limits import SEND_URGENTLY
 
 log = logging.getLogger("safeguard.telegram")
 
@@ -76,14 +77,18 @@ class TelegramMessenger:
     async def send(self, reply: Reply) -> list[int]:
         parts = split_html(reply.html)
         sent: list[int] = []
-        for index, part in enumerate(parts):
-            markup = keyboard(reply.buttons) if index == len(parts) - 1 else None
-            try:
-                message = await self.bot.send_message(self.chat_id, part, reply_markup=markup)
-            except TelegramAPIError as exc:
-                log.error("reply_not_sent error=%s", type(exc).__name__)
-                break
-            sent.append(message.message_id)
+        token = SEND_URGENTLY.set(reply.urgent)
+        try:
+            for index, part in enumerate(parts):
+                markup = keyboard(reply.buttons) if index == len(parts) - 1 else None
+                try:
+                    message = await self.bot.send_message(self.chat_id, part, reply_markup=markup)
+                except TelegramAPIError as exc:
+                    log.error("reply_not_sent error=%s", type(exc).__name__)
+                    break
+                sent.append(message.message_id)
+        finally:
+            SEND_URGENTLY.reset(token)
         return sent
 
     async def remove_inbound(self) -> None:
