@@ -140,6 +140,8 @@ class ReportingService:
             else FloodVerdict()
         )
         # One turn at a time per reporter: two quick messages must not race on the draft.
+        # Only deciding and saving take turns; answers go out after, so a reporter whose last
+        # answer waits for Telegram's pace can still raise an alarm at once.
         async with self._lock_for(pseudonym):
             turn = await self._decide_and_store_patiently(pseudonym, origin, inbound, messenger)
             if origin.on_saved is not None:
@@ -152,16 +154,26 @@ class ReportingService:
                 log.warning("unanswered_update_answered")
             if verdict.slowed:
                 await self._slow_down(turn, verdict)
-            sent_ids = await self._deliver(turn, messenger)
-            if turn.draft is not None and (sent_ids or origin.message_id):
-                turn.draft.track([i for i in (origin.message_id, *sent_ids) if i is not None])
-                turn.draft.answered_update = origin.update_id
-                try:
-                    async with self.store.transaction() as tx:
-                        await tx.save_draft(pseudonym, self._seal_draft(pseudonym, turn.draft))
-                except StorageError as exc:
-                    # The answers are safe; only the list of messages to clear on exit is stale.
-                    log.warning("trace_not_saved error=%s", type(exc).__name__)
+        sent_ids = await self._deliver(turn, messenger)
+        if turn.draft is not None and (sent_ids or origin.message_id):
+            await self._note_answered(pseudonym, origin, sent_ids)
+
+    async def _note_answered(self, pseudonym: str, origin: Origin, sent_ids: list[int]) -> None:
+        """Remember the messages (Leave now deletes them) and that this update was answered,
+        in the draft as it is now: later turns may have been saved meanwhile."""
+        async with self._lock_for(pseudonym):
+            draft = await self._load_draft(pseudonym)
+            if draft is None:
+                return  # left meanwhile: nothing to clear later
+            draft.track([i for i in (origin.message_id, *sent_ids) if i is not None])
+            if origin.update_id is not None:
+                draft.answered_update = max(draft.answered_update or 0, origin.update_id)
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.save_draft(pseudonym, self._seal_draft(pseudonym, draft))
+            except StorageError as exc:
+                # The answers are safe; only the list of messages to clear on exit is stale.
+                log.warning("trace_not_saved error=%s", type(exc).__name__)
 
     async def _unanswered(self, pseudonym: str, origin: Origin) -> Turn | None:
         """An update already saved, delivered again. Normally Telegram repeating itself:

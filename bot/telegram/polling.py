@@ -62,7 +62,9 @@ class DurablePoller:
         self._finished: set[int] = set()  # finished, but above the confirmed offset
         self._saved: set[int] = set()  # still being handled, but safe to confirm
         self._progress = asyncio.Event()  # an update was saved or finished
-        self._last_from: dict[int, asyncio.Task[None]] = {}  # each sender's newest update
+        # Each sender's newest update, as the event set once it is saved (or finished).
+        self._last_from: dict[int, asyncio.Event] = {}
+        self._saved_events: dict[int, asyncio.Event] = {}
         self._highest = -1
         self._stop = asyncio.Event()
 
@@ -144,18 +146,22 @@ class DurablePoller:
     def _start(self, update: Update) -> None:
         self._highest = max(self._highest, update.update_id)
         # One person's updates in the order they sent them (a tap on a button, then words
-        # typed straight after, must not swap); different people's run side by side.
+        # typed straight after, must not swap): each waits until the one before is saved, not
+        # answered, so a message from someone whose last reply waits for Telegram's pace (a
+        # cry for help, say) is read at once. Different people's run side by side.
         sender = _sender(update)
         before = self._last_from.get(sender) if sender is not None else None
+        saved = asyncio.Event()
+        self._saved_events[update.update_id] = saved
         task = asyncio.create_task(self._handle(update, after=before))
         self._handling[update.update_id] = task
         if sender is not None:
-            self._last_from[sender] = task
-        task.add_done_callback(lambda _: self._done(update.update_id, sender, task))
+            self._last_from[sender] = saved
+        task.add_done_callback(lambda _: self._done(update.update_id, sender, saved))
 
-    async def _handle(self, update: Update, after: asyncio.Task[None] | None = None) -> None:
+    async def _handle(self, update: Update, after: asyncio.Event | None = None) -> None:
         if after is not None:
-            await asyncio.wait([after])
+            await after.wait()
         UPDATE_SAVED.set(lambda: self._mark_saved(update.update_id))  # this task's own context
         try:
             await self.dp.feed_update(self.bot, update, **self.context)
@@ -164,14 +170,19 @@ class DurablePoller:
 
     def _mark_saved(self, update_id: int) -> None:
         self._saved.add(update_id)
+        event = self._saved_events.get(update_id)
+        if event is not None:
+            event.set()
         self._progress.set()
 
-    def _done(self, update_id: int, sender: int | None, task: asyncio.Task[None]) -> None:
+    def _done(self, update_id: int, sender: int | None, saved: asyncio.Event) -> None:
         self._handling.pop(update_id, None)
         self._saved.discard(update_id)
+        self._saved_events.pop(update_id, None)
+        saved.set()
         self._finished.add(update_id)
         self._progress.set()
-        if sender is not None and self._last_from.get(sender) is task:
+        if sender is not None and self._last_from.get(sender) is saved:
             del self._last_from[sender]
 
     async def _drain(self, seconds: float) -> None:
