@@ -41,7 +41,7 @@ MAX_BACKOFF_SECONDS = 5.0
 # While an update is being handled Telegram keeps returning it, so long polling is not possible:
 # ask again this often for new ones. (At most 100 updates come back at a time, so a hundred
 # handlers stuck together would hold up newer updates until one finishes.)
-BUSY_POLL_SECONDS = 0.1
+BUSY_POLL_SECONDS = 0.05
 
 
 class DurablePoller:
@@ -61,7 +61,6 @@ class DurablePoller:
         self._handling: dict[int, asyncio.Task[Any]] = {}
         self._finished: set[int] = set()  # finished, but above the confirmed offset
         self._saved: set[int] = set()  # still being handled, but safe to confirm
-        self._progress = asyncio.Event()  # an update was saved or finished
         # Each sender's newest update, as the event set once it is saved (or finished).
         self._last_from: dict[int, asyncio.Event] = {}
         self._saved_events: dict[int, asyncio.Event] = {}
@@ -121,12 +120,11 @@ class DurablePoller:
             ]
             for update in fresh:
                 self._start(update)
-            self._progress.clear()
-            if self._unsaved():
-                # Telegram answers every getUpdates with all the updates not yet saved: ask
-                # again once one is saved (usually milliseconds), or after a tenth of a second.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), BUSY_POLL_SECONDS)
+            if fresh or self._unsaved():
+                # Busy: ask again at a steady pace rather than once per update. Each request
+                # costs CPU, and Telegram answers it with every update not yet saved, parsed
+                # again in full; when all in hand are saved, long polling takes over.
+                await asyncio.sleep(BUSY_POLL_SECONDS)
 
     async def _fetch(self) -> list[Update]:
         # While updates not yet saved are being handled, do not long-poll: they would come
@@ -173,7 +171,6 @@ class DurablePoller:
         event = self._saved_events.get(update_id)
         if event is not None:
             event.set()
-        self._progress.set()
 
     def _done(self, update_id: int, sender: int | None, saved: asyncio.Event) -> None:
         self._handling.pop(update_id, None)
@@ -181,7 +178,6 @@ class DurablePoller:
         self._saved_events.pop(update_id, None)
         saved.set()
         self._finished.add(update_id)
-        self._progress.set()
         if sender is not None and self._last_from.get(sender) is saved:
             del self._last_from[sender]
 
