@@ -59,34 +59,37 @@ async def test_nothing_planted_or_identifying_is_left_anywhere(
         }
     )
     await bot.start()
-    reporter = emulator.user(REPORTER_ID, "Wrenna", username="wren_canary_name")
+    try:
+        reporter = emulator.user(REPORTER_ID, "Wrenna", username="wren_canary_name")
 
-    # Given: an alert raised by the reporter's own words, then a whole report.
-    await begin(reporter, "young_person")
-    await next_prompt(reporter)
-    await reporter.send_text(f"{CANARIES['trigger']} he is outside my house rn and wont go")
-    signposting = await reporter.wait_for_bot_message(contains="999")
-    found = REF.search(message_text(signposting))
-    assert found
-    alert = await staff_chat.wait_for_bot_message(contains="alert")
-    assert CANARIES["trigger"] in message_text(alert)  # "full": staff see the words
-    ref = await answer_everything(
-        reporter,
-        {"anything else": CANARIES["answer"], "Where does it happen": CANARIES["place"]},
-    )
+        # Given: an alert raised by the reporter's own words, then a whole report.
+        await begin(reporter, "young_person")
+        await next_prompt(reporter)
+        await reporter.send_text(f"{CANARIES['trigger']} he is outside my house rn and wont go")
+        signposting = await reporter.wait_for_bot_message(contains="999")
+        found = REF.search(message_text(signposting))
+        assert found
+        alert = await staff_chat.wait_for_bot_message(contains="alert")
+        assert CANARIES["trigger"] in message_text(alert)  # "full": staff see the words
+        ref = await answer_everything(
+            reporter,
+            {"anything else": CANARIES["answer"], "Where does it happen": CANARIES["place"]},
+        )
 
-    # When: staff reply and note, the reporter follows up, and the bot restarts.
-    await staff_chat.send_text(staff, f"/reply {ref} {CANARIES['reply']} are you safe?")
-    await reporter.wait_for_bot_message(contains=CANARIES["reply"])
-    await staff_chat.send_text(staff, f"/note {ref} {CANARIES['note']}")
-    await staff_chat.wait_for_bot_message(contains="Note added")
-    await reporter.send_text(f"{CANARIES['followup']} yes safe now")
-    await staff_chat.wait_for_bot_message(contains="New message from the reporter")
-    assert await bot.stop() == 0
-    await bot.start()
-    await staff_chat.send_text(staff, "/queue")
-    await staff_chat.wait_for_bot_message(contains=ref)
-    assert await bot.stop() == 0
+        # When: staff reply and note, the reporter follows up, and the bot restarts.
+        await staff_chat.send_text(staff, f"/reply {ref} {CANARIES['reply']} are you safe?")
+        await reporter.wait_for_bot_message(contains=CANARIES["reply"])
+        await staff_chat.send_text(staff, f"/note {ref} {CANARIES['note']}")
+        await staff_chat.wait_for_bot_message(contains="Note added")
+        await reporter.send_text(f"{CANARIES['followup']} yes safe now")
+        await staff_chat.wait_for_bot_message(contains="New message from the reporter")
+        assert await bot.stop() == 0
+        await bot.start()
+        await staff_chat.send_text(staff, "/queue")
+        await staff_chat.wait_for_bot_message(contains=ref)
+        assert await bot.stop() == 0
+    finally:
+        await bot.stop()  # also when an assertion failed: never leave the bot running
 
     # ... and the operator backs up, verifies the audit trail, and reads the case.
     backup = cli(bot, "backup")
