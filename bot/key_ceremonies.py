@@ -67,10 +67,7 @@ async def add_staff(
 
 async def share_records(data_dir: Path, by: StaffKey, name: str) -> int:
     """Seal every data key `by` holds to `name` as well; returns how many."""
-    public = next(
-        (k for k in crypto.staff_public_keys(data_dir) if k.name.casefold() == name.casefold()),
-        None,
-    )
+    public = _staff_named(data_dir, name)
     if public is None:
         raise ConfigError(f"no staff key named {name!r}")
     shared = 0
@@ -88,10 +85,7 @@ async def remove_staff(data_dir: Path, name: str, *, force: bool = False) -> Sta
     """A leaver: their key files and every data key sealed to them are deleted. Nothing is
     re-encrypted. Refuses if some record could then be opened by nobody, unless `force`."""
     async with admin_store(data_dir) as store:
-        target = next(
-            (k for k in crypto.staff_public_keys(data_dir) if k.name.casefold() == name.casefold()),
-            None,
-        )
+        target = _staff_named(data_dir, name)
         if target is None:
             # Not found by name: the key file lookup is looser ("Priya-Shah" finds Priya
             # Shah's file), and must not skip the check below.
@@ -200,6 +194,14 @@ async def list_staff_keys(data_dir: Path) -> list[StaffKeyInfo]:
         )
         for k in crypto.staff_public_keys(data_dir)
     ]
+
+
+def _staff_named(data_dir: Path, name: str) -> StaffPublicKey | None:
+    """The current staff key of exactly that name (any case), or None."""
+    return next(
+        (k for k in crypto.staff_public_keys(data_dir) if k.name.casefold() == name.casefold()),
+        None,
+    )
 
 
 def _reseal_args(kind: str, owner: str) -> tuple[str, str]:

@@ -60,7 +60,6 @@ class DurablePoller:
         self.context = context
         self._handling: dict[int, asyncio.Task[Any]] = {}
         self._finished: set[int] = set()  # finished, but above the confirmed offset
-        self._saved: set[int] = set()  # still being handled, but safe to confirm
         # Each sender's newest update, as the event set once it is saved (or finished).
         self._last_from: dict[int, asyncio.Event] = {}
         self._saved_events: dict[int, asyncio.Event] = {}
@@ -71,7 +70,7 @@ class DurablePoller:
         self._stop.set()
 
     def _unsaved(self) -> list[int]:
-        return [i for i in self._handling if i not in self._saved]
+        return [i for i in self._handling if not self._saved_events[i].is_set()]
 
     @property
     def offset(self) -> int | None:
@@ -167,14 +166,12 @@ class DurablePoller:
             log.error("update_not_handled error=%s", type(exc).__name__)
 
     def _mark_saved(self, update_id: int) -> None:
-        self._saved.add(update_id)
         event = self._saved_events.get(update_id)
         if event is not None:
             event.set()
 
     def _done(self, update_id: int, sender: int | None, saved: asyncio.Event) -> None:
         self._handling.pop(update_id, None)
-        self._saved.discard(update_id)
         self._saved_events.pop(update_id, None)
         saved.set()
         self._finished.add(update_id)
