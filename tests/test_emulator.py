@@ -21,6 +21,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramForbiddenError,
+    TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
 )
@@ -35,7 +36,7 @@ from aiogram.types import (
     ReplyParameters,
 )
 
-from tests.emulator import BotApiEmulator, HtmlParseError, parse_html, utf16_len
+from tests.emulator import NO_ANSWER, BotApiEmulator, HtmlParseError, parse_html, utf16_len
 
 ALICE = 1001
 
@@ -381,6 +382,123 @@ async def test_fail_next_429_and_500(emulator: BotApiEmulator, bot: Bot) -> None
     await bot.send_message(ALICE, "hi")
     assert [r.injected for r in emulator.errors] == [True, True, True]
     assert emulator.violations == []
+
+
+async def test_stall_next_times_the_client_out_before_or_after_telegram_acted(
+    emulator: BotApiEmulator, bot: Bot
+) -> None:
+    alice = emulator.user(ALICE, "Alice")
+    # Dropped before Telegram acted: no message, nothing to say
+    emulator.stall_next("sendMessage")
+    with pytest.raises(TelegramNetworkError, match="timeout"):
+        await bot.send_message(ALICE, "lost", request_timeout=1)
+    stalled = await emulator.wait_for(lambda: emulator.requests[-1].status == NO_ANSWER)
+    assert stalled
+    record = emulator.requests[-1]
+    assert (record.fault, record.injected, record.answered, record.response) == (
+        "stall",
+        True,
+        False,
+        None,
+    )
+    assert alice.bot_messages() == []
+    assert emulator.errors == [record]
+
+    # Acted, answer lost: the message is in the chat, and a retry would double it
+    emulator.stall_next("sendMessage", acted=True)
+    with pytest.raises(TelegramNetworkError):
+        await bot.send_message(ALICE, "landed", request_timeout=1)
+    await emulator.wait_for(lambda: emulator.requests[-1].status == NO_ANSWER)
+    record = emulator.requests[-1]
+    assert record.ok and not record.answered
+    assert [m["text"] for m in alice.bot_messages()] == ["landed"]
+    assert "[stall, acted]" in record.summary()
+
+    # Shorter than the client waits: a slow answer, done when it is given
+    emulator.stall_next("sendMessage", seconds=0.3)
+    sent = await bot.send_message(ALICE, "slow", request_timeout=5)
+    assert sent.text == "slow" and emulator.requests[-1].answered
+    assert [m["text"] for m in alice.bot_messages()] == ["landed", "slow"]
+    await bot.send_message(ALICE, "fine")  # only the next call was held
+    assert emulator.violations == []
+
+
+async def test_reset_next_drops_the_connection_without_an_answer(
+    emulator: BotApiEmulator, bot: Bot
+) -> None:
+    alice = emulator.user(ALICE, "Alice")
+    emulator.user(1002, "Bob")
+    emulator.reset_next("sendMessage", count=2, chat_id=ALICE)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await bot.send_message(1002, "other chat is fine")
+    emulator.reset_next("sendMessage", acted=True)
+    for _ in range(2):
+        with pytest.raises(TelegramNetworkError) as caught:
+            await bot.send_message(ALICE, "never sent")
+        assert "reset" in str(caught.value) or "Disconnected" in str(caught.value)
+    with pytest.raises(TelegramNetworkError):
+        await bot.send_message(ALICE, "sent, answer lost")
+    assert loop.time() - began < 2  # at once, no timeout waited for
+    await emulator.wait_for(lambda: all(r.status is not None for r in emulator.requests))
+    resets = [r for r in emulator.requests if r.fault == "reset"]
+    assert [(r.status, r.ok) for r in resets] == [
+        (NO_ANSWER, False),
+        (NO_ANSWER, False),
+        (NO_ANSWER, True),
+    ]
+    assert [m["text"] for m in alice.bot_messages()] == ["sent, answer lost"]
+    # The client's next connection works
+    assert (await bot.send_message(ALICE, "again")).text == "again"
+    emulator.reset_next("*")
+    emulator.clear_faults()
+    assert (await bot.get_me()).id == emulator.bot_id
+    assert emulator.violations == []
+
+
+async def test_get_updates_stall_and_reset_lose_no_update(
+    emulator: BotApiEmulator, bot: Bot
+) -> None:
+    alice = emulator.user(ALICE, "Alice")
+    await alice.send_text("one")
+    # The answer with the update is lost (Telegram handed it over): it comes again
+    emulator.stall_next("getUpdates", acted=True)
+    with pytest.raises(TelegramNetworkError):
+        await bot.get_updates(timeout=0, request_timeout=1)
+    await emulator.wait_for(lambda: emulator.requests[-1].status == NO_ANSWER)
+    assert [u["update_id"] for u in emulator.requests[-1].result] == [1]
+    emulator.reset_next("getUpdates")
+    with pytest.raises(TelegramNetworkError):
+        await bot.get_updates(timeout=0)
+    updates = await bot.get_updates(timeout=0)
+    assert [u.message.text for u in updates if u.message] == ["one"]
+    # A reset before Telegram acts confirms nothing: the offset did not move
+    emulator.reset_next("getUpdates")
+    with pytest.raises(TelegramNetworkError):
+        await bot.get_updates(offset=updates[-1].update_id + 1, timeout=0)
+    assert emulator.pending_updates == 1
+    assert await bot.get_updates(offset=updates[-1].update_id + 1, timeout=0) == []
+    assert emulator.pending_updates == 0
+
+
+async def test_a_stall_with_no_client_timeout_ends_when_the_emulator_stops() -> None:
+    emulator = BotApiEmulator()
+    await emulator.start()
+    session = AiohttpSession(api=TelegramAPIServer.from_base(emulator.base_url))
+    bot = Bot(emulator.token, session=session)
+    try:
+        emulator.stall_next("getMe")
+        call = asyncio.create_task(bot.get_me())
+        await emulator.wait_for(lambda: emulator.requests_for("getMe"))
+        await asyncio.sleep(0.1)
+        assert not call.done()
+        await asyncio.wait_for(emulator.stop(), 2)  # does not wait for the client's 60 s
+        with pytest.raises(TelegramNetworkError):
+            await asyncio.wait_for(call, 2)
+    finally:
+        await emulator.stop()
+        if session._session is not None:
+            await session._session.close()
 
 
 async def test_rate_limits(emulator: BotApiEmulator, bot: Bot) -> None:

@@ -15,6 +15,7 @@ from .html import HtmlParseError, ParsedText, parse_html, utf16_len
 from .server import (
     DEFAULT_TOKEN,
     EMULATOR_ONLY_KEYS,
+    NO_ANSWER,
     BotApiEmulator,
     ChatState,
     RecordedRequest,
@@ -30,6 +31,7 @@ __all__ = [
     "DEFAULT_SPEC_PATH",
     "DEFAULT_TOKEN",
     "EMULATOR_ONLY_KEYS",
+    "NO_ANSWER",
     "BotApiEmulator",
     "BotApiSpec",
     "ChatState",

@@ -24,10 +24,13 @@ import itertools
 import json
 import math
 import re
+import socket
+import struct
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TOKEN",
     "EMULATOR_ONLY_KEYS",
+    "NO_ANSWER",
     "BotApiEmulator",
     "ChatState",
     "RecordedRequest",
@@ -125,6 +129,13 @@ _CONTENT_KEYS = (
 )
 _CAPTIONED_KINDS = ("photo", "video", "document", "audio", "animation", "voice")
 
+#: The HTTP request being handled, in its handler's task (a reset needs its connection).
+_REQUEST: ContextVar[web.Request | None] = ContextVar("emulator_request", default=None)
+
+#: ``RecordedRequest.status`` of a request that got no HTTP answer: the client went away, or
+#: the emulator dropped it (injected stall or reset). As nginx logs a client that hung up.
+NO_ANSWER = 499
+
 BOT_COMMAND_RE = re.compile(r"^/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]+)?")
 _COMMAND_NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
 
@@ -196,6 +207,15 @@ class RecordedRequest:
     response: JsonDict | None = None
     injected: bool = False
     implemented: bool = True
+    #: "stall" or "reset" for an injected network fault (:meth:`BotApiEmulator.stall_next`,
+    #: :meth:`BotApiEmulator.reset_next`), else None.
+    fault: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        """True if an HTTP answer went back to the client (False while pending, when the
+        client gave up, and for an injected stall or reset)."""
+        return self.status is not None and self.status != NO_ANSWER
 
     @property
     def ok(self) -> bool:
@@ -225,6 +245,9 @@ class RecordedRequest:
         outcome = "pending" if self.status is None else str(self.status)
         if self.status and self.status != 200:
             outcome += f" {self.description}"
+        if self.fault:
+            acted = "acted" if self.ok else "not acted"
+            outcome += f" [{self.fault}, {acted}]"
         return f"{stamp} {self.method}({', '.join(parts)}) -> {outcome}"
 
 
@@ -322,6 +345,9 @@ class _Fault:
     retry_after: int
     chat_id: int | str | None
     description: str | None
+    kind: str = "status"  # "status" (an error answer), "stall" or "reset" (no answer)
+    acted: bool = False
+    seconds: float | None = None
 
 
 @dataclass
@@ -411,6 +437,7 @@ class BotApiEmulator:
         self._activity = asyncio.Event()
         self._poll_generation = 0
         self._faults: list[_Fault] = []
+        self._stopping = asyncio.Event()
         self._rate_limits = _RateLimits()
         self._rate_windows: dict[int | None, deque[float]] = {}
         self._overrides: dict[str, Any] = {}
@@ -475,6 +502,7 @@ class BotApiEmulator:
     async def stop(self) -> None:
         """Release waiting long polls and shut the server down."""
         self._closing = True
+        self._stopping.set()
         self._wake_pollers()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -636,6 +664,55 @@ class BotApiEmulator:
             _Fault(method.lower(), status, count, retry_after, chat_id, description)
         )
 
+    def stall_next(
+        self,
+        method: str,
+        count: int = 1,
+        *,
+        seconds: float | None = None,
+        acted: bool = False,
+        chat_id: int | str | None = None,
+    ) -> None:
+        """Hold the next ``count`` calls of ``method`` ("*" for any) without answering: the
+        client's timeout fires (aiogram: ``TelegramNetworkError``, "Request timeout error").
+
+        ``acted=False``: Telegram never got to it; nothing happens (a ``sendMessage`` leaves
+        no message). ``acted=True``: Telegram did it (the message is in the chat, a
+        ``getUpdates`` handed its updates over) and only the answer is lost, so a client that
+        retries doubles it. ``seconds=None`` holds until the client hangs up (or the emulator
+        stops); a number answers after that many seconds if the client is still waiting (a
+        slow answer, doing the call then if it had not acted). The record gets
+        ``fault="stall"`` and, if the client hung up, ``status == NO_ANSWER``; its
+        ``response`` is what Telegram did but never said (None if it did not act).
+        """
+        self._faults.append(
+            _Fault(method.lower(), NO_ANSWER, count, 0, chat_id, None, "stall", acted, seconds)
+        )
+
+    def reset_next(
+        self,
+        method: str,
+        count: int = 1,
+        *,
+        acted: bool = False,
+        chat_id: int | str | None = None,
+    ) -> None:
+        """Drop the TCP connection of the next ``count`` calls of ``method`` ("*" for any)
+        with a reset (RST) instead of an HTTP answer (aiogram: ``TelegramNetworkError``,
+        "ClientOSError ... Connection reset by peer" or "ServerDisconnectedError").
+
+        ``acted`` as in :meth:`stall_next`: False, the call is dropped before Telegram acts;
+        True, it acted and the connection died before the answer. The record gets
+        ``fault="reset"`` and ``status == NO_ANSWER``.
+        """
+        self._faults.append(
+            _Fault(method.lower(), NO_ANSWER, count, 0, chat_id, None, "reset", acted)
+        )
+
+    def clear_faults(self) -> None:
+        """Forget every fault still waiting to be injected (Telegram is back)."""
+        self._faults.clear()
+
     def set_rate_limits(
         self,
         enabled: bool = True,
@@ -670,8 +747,13 @@ class BotApiEmulator:
 
     @property
     def errors(self) -> list[RecordedRequest]:
-        """Requests that got an error answer (including injected faults)."""
-        return [r for r in self.requests if r.status not in (None, 200, 499)]
+        """Requests that got an error answer or none (including injected faults); a client
+        that hung up on its own (a bot stopped mid long poll) is not an error."""
+        return [
+            r
+            for r in self.requests
+            if r.status not in (None, 200, NO_ANSWER) or (r.fault and r.status == NO_ANSWER)
+        ]
 
     @property
     def unimplemented_calls(self) -> list[RecordedRequest]:
@@ -907,7 +989,9 @@ class BotApiEmulator:
         status = 200
         try:
             record.params, record.files = await self._read_params(request, method)
-            body: JsonDict = {"ok": True, "result": await self._dispatch(record, method)}
+            _REQUEST.set(request)  # this handler's own task: for reset_next
+            result = await self._dispatch(record, method)
+            body: JsonDict = {"ok": True, "result": result}
         except TelegramError as error:
             if error.violation:
                 self._add_violation(
@@ -915,7 +999,10 @@ class BotApiEmulator:
                 )
             body, status = error.body(), error.status
         except asyncio.CancelledError:
-            record.status = 499  # the client went away (bot stopped mid long poll)
+            # The client went away (bot stopped mid long poll, its timeout fired) or the
+            # emulator dropped the connection (reset_next).
+            record.status = NO_ANSWER
+            self._notify_activity()
             raise
         except Exception as error:  # a bug in the emulator must fail the test loudly
             description = f"Internal Server Error: emulator bug: {error!r}"
@@ -986,7 +1073,13 @@ class BotApiEmulator:
             if name not in method.fields:
                 self.legacy_params.append((method.name, name))
         method_lower = method.name.lower()
-        self._apply_fault(record, method_lower)
+        fault = self._take_fault(record, method_lower)
+        if fault is not None:
+            return await self._network_fault(fault, record, method_lower)
+        return await self._perform(record, method_lower)
+
+    async def _perform(self, record: RecordedRequest, method_lower: str) -> Any:
+        """Do what the method does (rate limit, override or handler) and return its result."""
         self._check_rate_limit(method_lower, record.params)
         override = self._overrides.get(method_lower)
         if override is not None:
@@ -1001,7 +1094,9 @@ class BotApiEmulator:
             result = await result
         return result
 
-    def _apply_fault(self, record: RecordedRequest, method_lower: str) -> None:
+    def _take_fault(self, record: RecordedRequest, method_lower: str) -> _Fault | None:
+        """The first injected fault for this call: an error answer is raised here, a stall or
+        reset is returned for :meth:`_network_fault`."""
         for fault in self._faults:
             if fault.method not in (method_lower, "*"):
                 continue
@@ -1013,6 +1108,9 @@ class BotApiEmulator:
             if fault.remaining <= 0:
                 self._faults.remove(fault)
             record.injected = True
+            if fault.kind != "status":
+                record.fault = fault.kind
+                return fault
             if fault.status == 429:
                 raise TelegramError(
                     429,
@@ -1021,6 +1119,45 @@ class BotApiEmulator:
                 )
             default = "Internal Server Error" if fault.status >= 500 else "injected failure"
             raise TelegramError(fault.status, fault.description or default)
+        return None
+
+    async def _network_fault(
+        self, fault: _Fault, record: RecordedRequest, method_lower: str
+    ) -> Any:
+        """A call that gets no answer: held (stall) or its connection reset, after Telegram
+        did it (``acted``) or before. Returns only for a stall that ends while the client
+        still waits; otherwise the handler is cancelled when the connection goes."""
+        if fault.acted:
+            try:
+                result = await self._perform(record, method_lower)
+                record.response = {"ok": True, "result": result}
+            except TelegramError as error:
+                if error.violation:
+                    self._add_violation(
+                        record.method, error.description, record.params, error.violation
+                    )
+                record.response = error.body()
+            self._notify_activity()
+        if fault.kind == "stall":
+            if fault.seconds is None:
+                await self._stopping.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), fault.seconds)
+            if not self._stopping.is_set():
+                # A slow answer: the client waited long enough to get it.
+                if not fault.acted:
+                    return await self._perform(record, method_lower)
+                if record.response and not record.response.get("ok"):
+                    response = record.response
+                    raise TelegramError(int(response["error_code"]), response["description"])
+                return record.result
+        request = _REQUEST.get()
+        if request is not None:
+            _reset_connection(request)
+        # connection_lost cancels this handler (handler_cancellation=True).
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable")
 
     def _check_rate_limit(self, method_lower: str, params: Mapping[str, Any]) -> None:
         limits = self._rate_limits
@@ -1747,6 +1884,19 @@ def _is_outgoing_message(method_lower: str) -> bool:
     if method_lower == "sendchataction":
         return False
     return method_lower.startswith(("send", "editmessage", "copymessage", "forwardmessage"))
+
+
+def _reset_connection(request: web.Request) -> None:
+    """Close the request's TCP connection with a reset (RST), not an orderly close: no HTTP
+    answer, and the client sees "connection reset by peer"."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _json_response(body: JsonDict, status: int) -> web.Response:
