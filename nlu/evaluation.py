@@ -32,8 +32,11 @@ class Evaluation:
     urgent_immediate: int = 0
     everyday_total: int = 0
     everyday_escalated: int = 0
-    missed: list[str] = field(default_factory=list)
-    false_alarms: list[str] = field(default_factory=list)
+    concern_total: int = 0
+    concern_escalated: int = 0
+    # (text, what the pipeline said) for error analysis: evaluation data only, never users'.
+    missed: list[tuple[str, str]] = field(default_factory=list)
+    false_alarms: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, example: Example, result: ParseResult, policy: UrgencyPolicy) -> None:
         self.gold.append(example.intent)
@@ -43,12 +46,15 @@ class Evaluation:
             self.urgent_escalated += result.urgency.escalate
             self.urgent_immediate += result.urgency.level.value == "immediate"
             if not result.urgency.escalate:
-                self.missed.append(example.text)
-        elif example.intent not in policy.concern_intents:
+                self.missed.append((example.text, _verdict(result)))
+        elif example.intent in policy.concern_intents:
+            self.concern_total += 1
+            self.concern_escalated += result.urgency.escalate
+        else:
             self.everyday_total += 1
             self.everyday_escalated += result.urgency.escalate
             if result.urgency.escalate:
-                self.false_alarms.append(example.text)
+                self.false_alarms.append((example.text, _verdict(result)))
 
     @property
     def urgent_recall(self) -> float:
@@ -92,6 +98,20 @@ class Evaluation:
             f"false-escalation rate    {self.false_escalation_rate:.3f} "
             f"({self.everyday_escalated}/{self.everyday_total} everyday messages)"
         )
+        if self.concern_total:
+            lines.append(
+                f"reports escalated         {self.concern_escalated / self.concern_total:.3f} "
+                f"({self.concern_escalated}/{self.concern_total} non-urgent reports; "
+                "informative, not an error)"
+            )
+        return "\n".join(lines)
+
+    def errors(self) -> str:
+        """Each missed urgent message and each false alarm, with what the pipeline said."""
+        lines = [f"missed ({len(self.missed)}):"]
+        lines += [f"  {text}\n      -> {why}" for text, why in self.missed]
+        lines.append(f"false alarms ({len(self.false_alarms)}):")
+        lines += [f"  {text}\n      -> {why}" for text, why in self.false_alarms]
         return "\n".join(lines)
 
     def confusion_png(self, path: Path) -> None:
@@ -116,6 +136,12 @@ class Evaluation:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
         plt.close(fig)
+
+
+def _verdict(result: ParseResult) -> str:
+    top = result.model.intent
+    reasons = ", ".join(result.urgency.reasons) or "no reasons"
+    return f"{result.urgency.level.value} ({reasons}); intent {top.name} {top.confidence:.2f}"
 
 
 async def _run(nlu: Nlu, examples: list[Example], evaluation: Evaluation) -> None:

@@ -67,6 +67,12 @@ def nlu_evaluate(
     matrix: Annotated[
         Path, typer.Option("--matrix", help="Where to write the confusion-matrix PNG.")
     ] = Path("nlu-confusion.png"),
+    errors: Annotated[
+        bool,
+        typer.Option(
+            "--errors", help="List each missed urgent message and false alarm (test data only)."
+        ),
+    ] = False,
 ) -> None:
     """Per-intent precision/recall/F1, urgent recall and false-escalation rate on held-out data."""
     from nlu.evaluation import DEFAULT_TEST_PATH, cross_validate, evaluate
@@ -87,7 +93,9 @@ def nlu_evaluate(
         typer.echo(result.table())
         result.confusion_png(matrix)
         typer.echo(f"\nconfusion matrix written to {matrix}")
-        if result.missed:
+        if errors:
+            typer.echo("\n" + result.errors())
+        elif result.missed:
             typer.echo(f"\nurgent messages not escalated: {len(result.missed)}")
         if cv:
             folds = cross_validate(data, cv, nlu.rules, nlu.policy)
@@ -95,5 +103,7 @@ def nlu_evaluate(
                 f"\n{cv}-fold cross-validation on the training data ({len(folds.gold)} messages):\n"
             )
             typer.echo(folds.table())
+            if errors:
+                typer.echo("\n" + folds.errors())
 
     guard(run)

@@ -156,3 +156,30 @@ def test_config_file_and_environment_override(workdir: Path) -> None:
         },
     )
     assert env_wins.returncode == 0 and (workdir / "from-env" / "keys").is_dir()
+
+
+def test_nlu_evaluate_scores_a_test_file_and_lists_its_errors(workdir: Path) -> None:
+    # Given a tiny labelled set with one urgent message and one everyday message
+    test_file = workdir / "tiny.yml"
+    test_file.write_text(
+        'version: "3.1"\n'
+        "nlu:\n"
+        "- intent: immediate_danger\n"
+        "  examples: |\n"
+        "    - he is outside my house right now and says he will hurt me\n"
+        "- intent: out_of_scope\n"
+        "  examples: |\n"
+        "    - what time does the chippy on the high street shut tonight\n",
+        encoding="utf-8",
+    )
+    # When it is evaluated with --errors
+    result = safeguard(
+        "nlu", "evaluate", "--test", str(test_file), "--errors",
+        "--matrix", str(workdir / "m.png"), cwd=workdir,
+    )  # fmt: skip
+    # Then the urgent one is escalated, the everyday one is not, and both lists are printed
+    assert result.returncode == 0, result.stderr
+    assert "urgent recall            1.000 (1/1 escalated" in result.stdout
+    assert "false-escalation rate    0.000 (0/1 everyday messages)" in result.stdout
+    assert "missed (0):" in result.stdout and "false alarms (0):" in result.stdout
+    assert (workdir / "m.png").stat().st_size > 0
