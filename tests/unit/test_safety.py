@@ -110,6 +110,12 @@ IMMEDIATE = [
     "i want to stop existing",
     "she says she's going to throw herself in the river",
     "please come quickly he's going to hurt the baby",
+    "two men just shoved my little brother into a black corsa",
+    "i have five minutes until they get here",
+    "please tell my dad i love him",
+    "kms the pain wont stop",
+    "kms tonight i mean it",
+    "im going to take all my tablets tonight",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -232,6 +238,9 @@ NONE = [
     "my mum dragged me to the shops",
     "i was so embarrassed i wanted to die",
     "my brother is driving me to school tomorrow",
+    "kms this homework is never ending",
+    "overdosed on chocolate over christmas",
+    "the gp said take all the antibiotics until the course is finished",
 ]
 
 # NONE or ROUTINE: a worry, but nothing specific. Not an alert.
