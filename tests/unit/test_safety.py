@@ -116,6 +116,12 @@ IMMEDIATE = [
     "kms the pain wont stop",
     "kms tonight i mean it",
     "im going to take all my tablets tonight",
+    "the noose is ready and so am i",
+    "i wrapped a belt round my neck",
+    "sat in my room with a blade",
+    "ive given away all my stuff so they have it after",
+    "i will be gone before sunrise",
+    "they gave her something and she cannot stand up",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +247,9 @@ NONE = [
     "kms this homework is never ending",
     "overdosed on chocolate over christmas",
     "the gp said take all the antibiotics until the course is finished",
+    "the rope swing over the river is ready",
+    "i will be gone by tomorrow on a school trip to france",
+    "no one will find me when we play sardines",
 ]
 
 # NONE or ROUTINE: a worry, but nothing specific. Not an alert.
