@@ -33,6 +33,10 @@ class TelegramSettings(BaseModel):
     api_base: str = "https://api.telegram.org"
     # Long-polling wait; short in tests so a stopping bot exits promptly.
     polling_timeout_seconds: int = Field(default=30, ge=0, le=50)
+    # How long any request may go unanswered before the bot gives up on it and tries again (a
+    # long poll: this on top of its wait). aiogram's own 60 s meant a dead connection kept
+    # the bot from hearing anyone for 90 s, and a reply to a reporter four times that.
+    request_timeout_seconds: int = Field(default=20, ge=1, le=120)
     # Messages a second the bot sends at most, all chats together (5 of them kept for alerts).
     # Telegram allows about 30; raise it only for a self-hosted Bot API server or a bot with
     # Telegram's paid higher limits.

@@ -6,8 +6,11 @@ is due, then send what is waiting, most urgent first and the person on call befo
 Never lose: a row is committed before anything is sent, so a crash or `kill -9` at any point
 leaves it to be sent after the restart. Never double: a row is marked sent in the transaction
 right after Telegram answers, so only a crash inside that window (the request went out, the
-mark did not land) can repeat a message; the row is then marked `sending_since`, and the
-repeat says it may be one (`StaffDesk.render(resent=True)`).
+mark did not land) or an answer that never came (a timeout or a reset connection, after
+Telegram may have posted it: `DeliveryUncertain`) can repeat a message; the row is then marked
+`sending_since`, and the repeat says it may be one (`StaffDesk.render(resent=True)`). Nothing
+in the Bot API tells whether such a message landed, so that repeat cannot be avoided without
+risking a lost alert.
 
 Telegram's limits: a group takes about 20 messages a minute. The staff chat gets a short burst,
 then one message every few seconds (the allowance spread over the minute); alerts due in
@@ -74,6 +77,11 @@ class DeliveryDelayed(Exception):
 
 class RecipientUnreachable(Exception):
     """A staff member the bot cannot message directly (never started it, or blocked it)."""
+
+
+class DeliveryUncertain(Exception):
+    """The request went out but no answer came back (it timed out, or the connection was
+    lost): the message may have been posted, so a retry must say it may be a repeat."""
 
 
 class StaffNotifier(Protocol):
@@ -286,10 +294,11 @@ class DeliveryWorker:
             async with self.store.transaction(urgent=True) as tx:
                 await tx.deliveries_cancelled(ids, "unreachable")
             return False
-        except TimeoutError:
+        except (TimeoutError, DeliveryUncertain) as exc:
             # It may have gone out: keep the rows marked, so a retry says it may repeat.
             self._failing.add(recipient)
-            await self._failed(ids, refs, "timeout", _backoff(rows), uncertain=True)
+            error = "timeout" if isinstance(exc, TimeoutError) else "no_answer"
+            await self._failed(ids, refs, error, _backoff(rows), uncertain=True)
             return False
         except Exception as exc:
             self._failing.add(recipient)

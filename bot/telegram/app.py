@@ -49,7 +49,10 @@ def build_bot(
             "no Telegram token: set telegram.token or SAFEGUARD_TELEGRAM__TOKEN "
             "(`safeguard chat` needs none)"
         )
-    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram.api_base))
+    session = AiohttpSession(
+        api=TelegramAPIServer.from_base(settings.telegram.api_base),
+        timeout=settings.telegram.request_timeout_seconds,
+    )
     if not for_alerts:
         session.middleware(RetryRequests())
     if limiter is not None:  # inside the retries, so every attempt waits for a slot

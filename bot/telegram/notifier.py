@@ -15,12 +15,14 @@ from aiogram.exceptions import (
     TelegramAPIError,
     TelegramBadRequest,
     TelegramForbiddenError,
+    TelegramNetworkError,
     TelegramRetryAfter,
 )
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiohttp import ClientConnectorError
 
 from bot.escalation.desk import StaffDesk, StaffMessage
-from bot.escalation.outbox import DeliveryDelayed, RecipientUnreachable
+from bot.escalation.outbox import DeliveryDelayed, DeliveryUncertain, RecipientUnreachable
 from bot.escalation.paging import Paging
 from bot.escalation.policy import STAFF_CHAT, dm_name
 from bot.telegram.callbacks import AlertAction
@@ -77,6 +79,12 @@ class TelegramStaffNotifier:
         except TelegramForbiddenError:
             # They never pressed Start in a private chat with the bot, or blocked it.
             raise RecipientUnreachable(recipient) from None
+        except TelegramNetworkError as exc:
+            # No connection at all: nothing went out. Anything else (a timeout, a connection
+            # reset while waiting for the answer) may come after Telegram posted it.
+            if isinstance(exc.__cause__, ClientConnectorError):
+                raise
+            raise DeliveryUncertain(type(exc.__cause__).__name__) from None
         return message_id
 
     async def refresh(self, ref: str, bot: Bot) -> None:

@@ -61,6 +61,7 @@ class BotProcess:
         try:
             await self.emulator.wait_for_request("getUpdates", since=since, timeout=20)
         except AssertionError:
+            await self.kill()  # not left running for the rest of the session
             raise AssertionError(f"bot did not start polling; log:\n{self.log()}") from None
 
     async def stop(self) -> int:
@@ -75,7 +76,8 @@ class BotProcess:
 
     async def kill(self) -> None:
         assert self.proc is not None
-        self.proc.kill()
+        if self.proc.returncode is None:
+            self.proc.kill()
         await self.proc.wait()
 
     def log(self) -> str:

@@ -1,5 +1,6 @@
 """Fault injection against the real `safeguard run` process: damaged keys, a database held by
-another writer, a long Telegram outage, and `kill -9` under load.
+another writer, a long Telegram outage, `kill -9` under load, and Telegram requests that time
+out or whose connection is reset.
 
 Kept short for CI: a "long" outage is 20 seconds, the load is twenty people.
 """
@@ -27,7 +28,7 @@ from bot.storage.sqlite import DB_NAME, SqliteStore
 from tests.e2e.conftest import STAFF_CHAT_ID
 from tests.e2e.test_on_call import DANGER, SLOW_TIMERS, Team, start_bot
 from tests.e2e.test_reporting import AUDIENCE_LABELS, REF, answer_everything, begin, buttons
-from tests.emulator import BotApiEmulator, SimGroup, SimUser, message_text
+from tests.emulator import BotApiEmulator, RecordedRequest, SimGroup, SimUser, message_text
 
 # ----------------------------------------------------------------------------------------------
 # 1. Missing or damaged keys: refuse to start, say which file and what to do, write nothing.
@@ -473,3 +474,170 @@ async def test_kill_9_at_random_moments_under_load_loses_and_doubles_nothing(
         assert len(set(given.values())) == len(given), seed
     finally:
         assert await process.stop() == 0, process.log()
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Timeouts and connection resets: a request that never gets an answer
+# ----------------------------------------------------------------------------------------------
+
+# The bot gives up on a request after 2 s here (20 s by default), so a stall costs 2 s.
+QUICK_TIMEOUT = {"SAFEGUARD_TELEGRAM__REQUEST_TIMEOUT_SECONDS": "2"}
+POSSIBLE_REPEAT = "Sent again after a restart"
+# /start is answered with two messages: this one, then the question.
+INTRO, QUESTION = "You can tell us here", "Who is this about?"
+
+
+def times_shown(user: SimUser, words: str) -> int:
+    return sum(words in message_text(m) for m in user.bot_messages())
+
+
+def staff_chat_requests(emulator: BotApiEmulator, ref: str) -> list[RecordedRequest]:
+    """Every sendMessage to the staff chat about `ref`: faulted, failed or accepted."""
+    return [
+        r
+        for r in emulator.requests_for("sendMessage")
+        if str(r.params.get("chat_id")) == str(STAFF_CHAT_ID) and ref in str(r.params["text"])
+    ]
+
+
+async def still_listening(emulator: BotApiEmulator, user_id: int) -> None:
+    """A new reporter is answered: the bot is alive and polling."""
+    newcomer = emulator.user(user_id, "New")
+    await newcomer.send_text("/start")
+    await newcomer.wait_for_bot_message(contains=QUESTION, timeout=10)
+    assert times_shown(newcomer, INTRO) == times_shown(newcomer, QUESTION) == 1
+
+
+async def test_staff_alerts_get_through_timeouts_and_resets_and_polling_goes_on(
+    emulator: BotApiEmulator, team: Team, data_dir: Path, tmp_path: Path
+) -> None:
+    process = await start_bot(emulator, data_dir, tmp_path, **SLOW_TIMERS, **QUICK_TIMEOUT)
+    try:
+        # Given the staff chat's next send times out and the one after is reset, both before
+        # Telegram acted on them
+        emulator.stall_next("sendMessage", chat_id=STAFF_CHAT_ID)
+        emulator.reset_next("sendMessage", chat_id=STAFF_CHAT_ID)
+
+        # When a reporter raises an alarm
+        ref = await alarm(emulator.user(3501, "Una"))
+        assert ref is not None, "the reporter was not answered"
+
+        # Then the alert reaches the staff chat on the third try, once. (It says it may be a
+        # repeat: the bot cannot tell a request dropped before Telegram acted from one whose
+        # answer was lost.)
+        await team.chat.wait_for_bot_message(contains=ref, timeout=15)
+        tries = staff_chat_requests(emulator, ref)
+        assert [(r.fault, r.answered, r.ok) for r in tries] == [
+            ("stall", False, False),
+            ("reset", False, False),
+            (None, True, True),
+        ], emulator.dump_requests(20)
+        (alert,) = team.alerts(team.chat, ref)
+        assert POSSIBLE_REPEAT in message_text(alert)
+
+        # Given next Telegram posts an alert but its answer is lost: to a timeout, then (for
+        # the retry) to a connection reset
+        emulator.stall_next("sendMessage", acted=True, chat_id=STAFF_CHAT_ID)
+        emulator.reset_next("sendMessage", acted=True, chat_id=STAFF_CHAT_ID)
+
+        # When another reporter raises an alarm
+        ref = await alarm(emulator.user(3502, "Vic"))
+        assert ref is not None, "the reporter was not answered"
+
+        # Then the bot, not knowing the alert arrived, sends it until it hears so: nothing in
+        # the Bot API tells whether a message landed, and losing an alert is worse than a
+        # repeat. Every repeat says it may be one; the first copy does not.
+        await emulator.wait_for(
+            lambda: [r.answered for r in staff_chat_requests(emulator, ref)][2:] == [True], 15
+        )
+        tries = staff_chat_requests(emulator, ref)
+        assert [(r.fault, r.ok) for r in tries] == [
+            ("stall", True),
+            ("reset", True),
+            (None, True),
+        ], emulator.dump_requests(20)
+        texts = [message_text(m) for m in team.alerts(team.chat, ref)]
+        assert len(texts) == 3
+        assert POSSIBLE_REPEAT not in texts[0]
+        assert all(POSSIBLE_REPEAT in t for t in texts[1:]), texts
+
+        # And the bot is still alive and listening
+        await still_listening(emulator, 3509)
+        assert process.proc is not None and process.proc.returncode is None
+    finally:
+        assert await process.stop() == 0, process.log()
+    assert "Traceback" not in process.log()
+
+
+async def test_get_updates_timing_out_and_reset_loses_and_doubles_no_message(
+    emulator: BotApiEmulator, team: Team, data_dir: Path, tmp_path: Path
+) -> None:
+    process = await start_bot(emulator, data_dir, tmp_path, **SLOW_TIMERS, **QUICK_TIMEOUT)
+    try:
+        # Given getUpdates is reset, then times out after Telegram handed the updates over
+        # (the answer with them is lost), then is reset again
+        emulator.reset_next("getUpdates")
+        emulator.stall_next("getUpdates", acted=True)
+        emulator.reset_next("getUpdates")
+        began = len(emulator.requests)
+        await emulator.wait_for(
+            lambda: any(r.fault for r in emulator.requests[began:]), 5, "the first reset"
+        )
+
+        # When three reporters write while it fails
+        people = [emulator.user(3520 + n, f"P{n}") for n in range(3)]
+        for person in people:
+            await person.send_text("/start")
+
+        # Then each is answered once, after the failures, and so is someone writing later
+        for person in people:
+            await person.wait_for_bot_message(contains=QUESTION, timeout=15)
+        polls = emulator.requests_for("getUpdates")[-20:]
+        handed_over = next(r for r in polls if r.fault == "stall")
+        assert len(handed_over.result) == 3  # the updates were in the answer that was lost
+        await still_listening(emulator, 3529)
+        for person in people:
+            assert times_shown(person, INTRO) == times_shown(person, QUESTION) == 1
+            assert len(person.bot_messages()) == 2, person.describe()
+        # And the bot asked again at a bounded pace, not in a storm
+        during = [r for r in emulator.requests[began:] if r.method == "getUpdates"]
+        assert sum(1 for r in during if r.fault) == 3
+        assert len(during) < 15, emulator.dump_requests(20)
+        assert "polling_failed" in process.log()
+    finally:
+        assert await process.stop() == 0, process.log()
+    assert "Traceback" not in process.log()
+
+
+async def test_a_reporters_reply_lost_to_resets_and_a_timeout_still_reaches_them(
+    emulator: BotApiEmulator, team: Team, data_dir: Path, tmp_path: Path
+) -> None:
+    process = await start_bot(emulator, data_dir, tmp_path, **SLOW_TIMERS, **QUICK_TIMEOUT)
+    try:
+        # Given one reporter's reply (its first message) is reset and then times out before
+        # Telegram acted, and another's is posted but the answer is lost to a reset
+        quiet, unlucky = emulator.user(3531, "Wyn"), emulator.user(3532, "Xan")
+        emulator.reset_next("sendMessage", chat_id=quiet.id)
+        emulator.stall_next("sendMessage", chat_id=quiet.id)
+        emulator.reset_next("sendMessage", acted=True, chat_id=unlucky.id)
+
+        # When both start a report
+        await quiet.send_text("/start")
+        await unlucky.send_text("/start")
+
+        # Then the first gets the answer once, its first message on the third try
+        await quiet.wait_for_bot_message(contains=QUESTION, timeout=15)
+        sends = [r for r in emulator.requests_for("sendMessage") if r.params["chat_id"] == quiet.id]
+        assert [r.fault for r in sends] == ["reset", "stall", None, None]
+        assert times_shown(quiet, INTRO) == times_shown(quiet, QUESTION) == 1
+        assert len(quiet.bot_messages()) == 2, quiet.describe()
+        # And the second sees that message twice: the retry cannot know the first one landed
+        # (the one repeat a lost answer can cause), and the conversation goes on
+        await unlucky.wait_for_bot_message(contains=QUESTION, timeout=10)
+        assert times_shown(unlucky, INTRO) == 2, unlucky.describe()
+        assert times_shown(unlucky, QUESTION) == 1, unlucky.describe()
+        await unlucky.press(AUDIENCE_LABELS["worried_adult"])
+        await unlucky.wait_for_bot_message(timeout=10)
+    finally:
+        assert await process.stop() == 0, process.log()
+    assert "Traceback" not in process.log()
