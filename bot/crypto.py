@@ -53,6 +53,11 @@ Sealed formats (the first byte is a format version)
 * draft, transit text, reply handle: ``0x02 || generation (2 B) || nonce (12 B) ||
   AES-256-GCM`` under that generation's key, AAD ``b"safeguard/<kind>/v2|" + context``.
 * audit chain: ``HMAC-SHA256(audit key, b"safeguard/audit/v1|" + previous mac + entry)``.
+* secret check value (kept in the database, not secret): the first 16 bytes of
+  ``HMAC-SHA256(secret, b"safeguard/secret-check/v1|" + field name)``, one per secret per
+  generation. It tells whether ``bot_secrets.json`` is the file the database was used with
+  (:meth:`BotCrypto.match_secret_checks`) and reveals nothing from which a secret, or a
+  pseudonym, could be worked out.
 
 No secret value, passphrase or plaintext ever appears in an exception message or a repr, and
 this module does not log.
@@ -68,6 +73,7 @@ import os
 import re
 import secrets
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,14 +164,30 @@ _TRANSIT_AAD_PREFIX: Final = b"safeguard/transit/v2|"
 _AUDIT_PREFIX: Final = b"safeguard/audit/v1|"
 _REPORTER_PREFIX: Final = b"reporter:"
 _RATE_LIMIT_PREFIX: Final = b"rate-limit:"
+_SECRET_CHECK_PREFIX: Final = b"safeguard/secret-check/v1|"
+_SECRET_CHECK_LEN: Final = 16
+# The audit key is never rotated: its check value is kept as generation 0.
+_AUDIT_KEY_GENERATION: Final = 0
 
 # Two keyed pseudonyms for two purposes, so a rate-limit counter cannot be joined to a case.
 _PEPPERS: Final = ("reporter_pepper", "rate_limit_pepper")
 _AEAD_SECRETS: Final = ("draft_key", "reply_handle_key", "transit_key")
+# How a secret is named in a message (never its value).
+_SECRET_LABELS: Final = {
+    "audit_key": "the audit key",
+    "reporter_pepper": "the reporter pepper",
+    "rate_limit_pepper": "the rate-limit pepper",
+    "draft_key": "the draft key",
+    "reply_handle_key": "the reply-handle key",
+    "transit_key": "the transit key",
+}
 # A staff name is also a file name: letters first, then letters, digits, space, . _ -
 _NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9 ._-]{0,39}$")
 
 _SUITE: Final = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+
+# A check value per secret of bot_secrets.json, by (generation, field name); not secret.
+SecretChecks = dict[tuple[int, str], str]
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,7 +430,15 @@ class BotCrypto:
     """What the running bot holds: staff public keys and the bot's secrets, never a private
     key. It can seal records but not open them."""
 
-    __slots__ = ("_audit_key", "_generations", "_recipients", "_staff_dir", "_staff_dir_seen")
+    __slots__ = (
+        "_audit_key",
+        "_checks",
+        "_generations",
+        "_recipients",
+        "_secrets_path",
+        "_staff_dir",
+        "_staff_dir_seen",
+    )
 
     def __init__(
         self,
@@ -427,6 +457,8 @@ class BotCrypto:
         self._set_recipients(recipients)
         audit_key, generations = _parse_secrets(secrets_doc, secrets_path)
         self._audit_key = audit_key
+        self._secrets_path = secrets_path
+        self._checks = _secret_checks(audit_key, generations)
         self._generations = [
             _Generation(
                 id=int(g["id"]),
@@ -586,6 +618,65 @@ class BotCrypto:
         mac = crypto_hmac.HMAC(self._audit_key, hashes.SHA256())
         mac.update(_AUDIT_PREFIX + previous_mac + entry)
         return mac.finalize()
+
+    # -- does this bot_secrets.json belong to the database? -------------------------------
+    @property
+    def secret_checks(self) -> SecretChecks:
+        """A check value per secret, by (generation, field name); the audit key is generation
+        0. Not secret: what the database keeps to recognise these secrets again."""
+        return dict(self._checks)
+
+    def match_secret_checks(
+        self,
+        recorded: Mapping[tuple[int, str], str],
+        *,
+        database: str = "the database",
+        advice: str = "restore the bot_secrets.json that belongs to this data dir",
+    ) -> SecretChecks:
+        """The one check that these secrets are the ones a database was used with.
+
+        ``recorded`` is what the database kept (:attr:`secret_checks` of earlier runs). Every
+        secret both know must have the same check value, and the newest generation the
+        database knows must still be in the file (older ones are forgotten after a rotation;
+        a database restored from a backup needs the generation current when it was made).
+        Raises :class:`KeyFileCorruptError`, one line naming the file and what differs (never
+        a value). Returns the check values the database does not have yet, to record: all of
+        them on first use, the new generation after `keys rotate`.
+        """
+
+        def refuse(problem: str) -> KeyFileCorruptError:
+            return KeyFileCorruptError(
+                f"{self._secrets_path} does not match {database}: {problem}; {advice}"
+            )
+
+        if not recorded:
+            return dict(self._checks)
+        shared = [k for k in sorted(recorded) if k in self._checks]
+        differ = [k for k in shared if recorded[k] != self._checks[k]]
+        if differ and len(differ) == len(shared) > 1:
+            raise refuse(
+                "none of its secrets are the ones the database was used with "
+                "(it belongs to another data dir)"
+            )
+        if differ:
+            names = [_secret_label(*k) for k in differ]
+            listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+            raise refuse(f"{listed} {'differs' if len(names) == 1 else 'differ'}")
+        needed = max(gen for gen, _ in recorded)
+        held = sorted({gen for gen, _ in self._checks if gen != _AUDIT_KEY_GENERATION})
+        if needed != _AUDIT_KEY_GENERATION and needed not in held:
+            if needed > held[-1]:
+                raise refuse(
+                    f"it holds generations up to {held[-1]}, but the database was last used "
+                    f"with generation {needed} (an older bot_secrets.json, from before "
+                    "`safeguard keys rotate`)"
+                )
+            raise refuse(
+                f"the database was last used with generation {needed}, which it no longer "
+                "holds (a generation is forgotten 30 days after a rotation; the database is "
+                "from before that)"
+            )
+        return {k: v for k, v in self._checks.items() if k not in recorded}
 
     # -- internals ---------------------------------------------------------------------------
     def _set_recipients(self, recipients: list[StaffPublicKey]) -> None:
@@ -987,6 +1078,27 @@ def _public_files_stamp(staff_dir: Path) -> _Stamp | None:
         )
     except OSError:
         return None
+
+
+def _secret_checks(audit_key: bytes, generations: list[dict[str, Any]]) -> SecretChecks:
+    """Each secret's check value: HMAC under the secret of a fixed label and its field name,
+    so a value moved to another field, or to another generation's, no longer matches."""
+    values = {(_AUDIT_KEY_GENERATION, "audit_key"): audit_key}
+    for gen in generations:
+        for field in (*_PEPPERS, *_AEAD_SECRETS):
+            if field in gen:
+                values[(int(gen["id"]), field)] = _b64decode(gen[field])
+    checks: SecretChecks = {}
+    for (gen_id, field), secret in values.items():
+        mac = crypto_hmac.HMAC(secret, hashes.SHA256())
+        mac.update(_SECRET_CHECK_PREFIX + field.encode("ascii"))
+        checks[(gen_id, field)] = mac.finalize()[:_SECRET_CHECK_LEN].hex()
+    return checks
+
+
+def _secret_label(gen_id: int, field: str) -> str:
+    label = _SECRET_LABELS.get(field, "a secret")
+    return label if gen_id == _AUDIT_KEY_GENERATION else f"{label} of generation {gen_id}"
 
 
 def _keyed_hash(pepper: bytes, purpose: bytes, telegram_user_id: int) -> str:

@@ -6,7 +6,8 @@
     │   ├── KeysMissingError        `safeguard keys init` has not been run for this data dir
     │   ├── KeysExistError          refusing to overwrite existing keys
     │   ├── KeyFileCorruptError     a key or secrets file is unreadable (never fall back
-    │   │                           to plaintext)
+    │   │                           to plaintext), or is not the one the database was
+    │   │                           used with
     │   ├── WrongPassphraseError    the staff passphrase does not unlock the private key
     │   ├── NotReadableError        a record was not sealed to this staff member's key
     │   └── TamperedError           a sealed record failed authentication

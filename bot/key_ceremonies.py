@@ -36,9 +36,10 @@ class StaffKeyInfo:
 
 @asynccontextmanager
 async def admin_store(data_dir: Path) -> AsyncIterator[SqliteStore]:
-    """The store, signing the audit trail with the bot's secrets."""
+    """The store, signing the audit trail with the bot's secrets (refused if they are not
+    the ones this database was used with)."""
     bot_crypto = BotCrypto.load(data_dir)
-    async with SqliteStore(data_dir, chain=bot_crypto.chain_audit_entry) as store:
+    async with SqliteStore(data_dir, secrets=bot_crypto) as store:
         yield store
 
 
@@ -167,9 +168,13 @@ async def rotate_bot_secrets(data_dir: Path) -> tuple[int, int]:
     reply handles, text in transit) is sealed again, then the old keys are forgotten. The bot
     must be stopped. Returns the new generation and how many items were sealed again."""
     with data_dir_lock(data_dir, "rotating the bot's secrets"):
+        # Only the secrets this database was used with are rotated (refused otherwise).
+        async with admin_store(data_dir):
+            pass
         generation = crypto.rotate_bot_secrets(data_dir)
         bot_crypto = BotCrypto.load(data_dir)
         resealed = 0
+        # Opening records the new generation's check values.
         async with admin_store(data_dir) as store:
             async with store.transaction() as tx:
                 for table, column, rowid, kind, owner, blob in await tx.short_lived_sealed():

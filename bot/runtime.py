@@ -53,7 +53,8 @@ async def open_services(
     paging = Paging(settings.escalation, Rota(settings.rota), settings.staff.members, crypto)
     nlu = build_nlu(settings.nlu.engine, settings.nlu.rasa_url)
     with data_dir_lock(settings.storage.data_dir, "starting the bot"):
-        async with SqliteStore(settings.storage.data_dir, chain=crypto.chain_audit_entry) as store:
+        # Opening with the secrets refuses a bot_secrets.json this database was not used with.
+        async with SqliteStore(settings.storage.data_dir, secrets=crypto) as store:
             try:
                 yield Services(
                     settings=settings,

@@ -51,14 +51,16 @@ def check_keys(data_dir: Path) -> None:
     bot never falls back to storing anything unsealed): name the file and say what to do.
 
     With a database already there, the only repair is the keys it was sealed with: new keys
-    (`safeguard keys init`) could never open the reports already stored."""
+    (`safeguard keys init`) could never open the reports already stored. A well-formed
+    bot_secrets.json that is not the one the database was used with is refused here too,
+    reading the database only (opening the store makes the same check, and records)."""
     from bot.crypto import BOT_SECRETS_FILE, KEYS_DIRNAME, BotCrypto
     from bot.errors import CryptoError
-    from bot.storage.sqlite import DB_NAME
+    from bot.storage.sqlite import DB_NAME, recorded_secret_checks
 
     keys_dir = data_dir / KEYS_DIRNAME
     try:
-        BotCrypto.load(data_dir)
+        bot_crypto = BotCrypto.load(data_dir)
     except CryptoError as exc:
         problem = str(exc)
         if problem.startswith(f"{BOT_SECRETS_FILE}:"):  # checked after reading: the bare name
@@ -78,6 +80,8 @@ def check_keys(data_dir: Path) -> None:
                 "or for a new install run `safeguard keys init` in an empty data directory"
             )
         raise type(exc)(f"{problem}; {advice}") from None
+    if (data_dir / DB_NAME).exists():
+        bot_crypto.match_secret_checks(recorded_secret_checks(data_dir / DB_NAME))
 
 
 def queue(

@@ -30,8 +30,8 @@ async def _open_reports(
     from bot.storage.sqlite import SqliteStore
 
     key = unlock(settings, as_name)
-    chain = BotCrypto.load(settings.storage.data_dir).chain_audit_entry
-    async with SqliteStore(settings.storage.data_dir, chain=chain) as store:
+    bot_crypto = BotCrypto.load(settings.storage.data_dir)
+    async with SqliteStore(settings.storage.data_dir, secrets=bot_crypto) as store:
         if ref is None:
             cases = await store.list_cases()
         else:

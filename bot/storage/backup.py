@@ -11,7 +11,8 @@ mode (one file, no -wal beside it), mode 0600 in a 0700 directory, and only then
 name, so a half-written file never looks like a backup. The retention purge applies its rules
 to every backup file in the backup dir, so a backup keeps nothing the live database has erased.
 
-`restore` refuses while the bot runs, checks the file before touching anything, keeps the
+`restore` refuses while the bot runs, checks the file before touching anything (also that
+the data dir's bot_secrets.json still holds the secrets the backup was used with), keeps the
 current database beside it (`safeguard.sqlite3.before-restore-<time>`), then copies the backup
 in and erases from it whatever the purge had already erased since it was taken.
 """
@@ -33,7 +34,7 @@ from bot.config import RetentionSettings
 from bot.errors import StorageBusyError, StorageError
 from bot.storage.lock import data_dir_lock
 from bot.storage.retention import PURGED_REFS_SQL, purge
-from bot.storage.sqlite import DB_NAME, SqliteStore, _migrations
+from bot.storage.sqlite import DB_NAME, SqliteStore, _migrations, recorded_secret_checks
 
 log = logging.getLogger("safeguard.backup")
 
@@ -94,11 +95,19 @@ async def restore(
     """Replace the live database with a backup. The bot must be stopped. Needs the data dir's
     keys (the audit entry `backup_restored` is signed). With `retention`, the restored file
     loses every case the live audit trail says was purged, and what is due by the rules."""
+    from bot.crypto import BotCrypto
     from bot.key_ceremonies import admin_store
 
     now = now or datetime.now(UTC)
     with data_dir_lock(data_dir, "restoring a backup"):
         check_backup(backup_file)
+        # A backup made before a rotation needs the generation then current, which
+        # bot_secrets.json keeps for 30 days; a backup of another data dir matches nothing.
+        BotCrypto.load(data_dir).match_secret_checks(
+            await asyncio.to_thread(recorded_secret_checks, backup_file),
+            database=f"the backup {backup_file.name}",
+            advice="nothing was restored (restore the bot_secrets.json it was made with first)",
+        )
         live = data_dir / DB_NAME
         stamp = f"{now.astimezone(UTC):%Y%m%dT%H%M%S}Z"
         previous: Path | None = None

@@ -35,10 +35,11 @@ from bot.storage.base import (
 )
 
 if TYPE_CHECKING:
-    from bot.crypto import SealedRecord
+    from bot.crypto import BotCrypto, SealedRecord, SecretChecks
 
 DB_NAME = "safeguard.sqlite3"
 BUSY_TIMEOUT_MS = 5000
+_SECRET_CHECKS_SQL = "SELECT generation, secret, check_value FROM bot_secret_checks"
 
 
 def now_iso() -> str:
@@ -101,12 +102,18 @@ class SqliteStore:
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         *,
         chain: audit.ChainFn | None = None,
+        secrets: BotCrypto | None = None,
     ) -> None:
         """`chain` (`BotCrypto.chain_audit_entry`) signs the audit trail; a store opened
-        without it can read, and write anything but staff actions and key operations."""
+        without it can read, and write anything but staff actions and key operations.
+
+        `secrets` (the bot's `BotCrypto`) is how the bot and every command holding its secrets
+        open the store: it signs the audit trail, and opening refuses a bot_secrets.json that
+        is not the one this database was used with (`_match_bot_secrets`)."""
         self.path = data_dir / DB_NAME
         self.busy_timeout_ms = busy_timeout_ms
-        self.chain = chain
+        self.secrets = secrets
+        self.chain = chain if chain is not None or secrets is None else secrets.chain_audit_entry
         self._db: aiosqlite.Connection | None = None
         # Reads go through a second connection: in WAL mode they never wait for a writer.
         self._reader: aiosqlite.Connection | None = None
@@ -130,7 +137,13 @@ class SqliteStore:
         await db.execute("PRAGMA foreign_keys = ON")
         await db.execute("PRAGMA secure_delete = ON")
         await db.execute("PRAGMA synchronous = FULL")
-        await self._migrate()
+        try:
+            await self._migrate()
+            if self.secrets is not None:
+                await self._match_bot_secrets(self.secrets)
+        except BaseException:
+            await self.close()
+            raise
         try:
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -170,6 +183,30 @@ class SqliteStore:
             except Exception:
                 await db.execute("ROLLBACK")
                 raise
+
+    async def _match_bot_secrets(self, secrets: BotCrypto) -> None:
+        """Refuse to open with a bot_secrets.json other than the one this database was used
+        with (`BotCrypto.match_secret_checks` decides, raising KeyFileCorruptError); record
+        the check values of secrets it has not seen: on first use, on a database from before
+        they were kept, and after `keys rotate`. Nothing is written when they all match."""
+        db = self._conn
+        if not secrets.match_secret_checks(await _recorded_checks(db)):
+            return
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            new = secrets.match_secret_checks(await _recorded_checks(db))  # another process?
+            await db.executemany(
+                "INSERT INTO bot_secret_checks (generation, secret, check_value, recorded_at) "
+                "VALUES (?, ?, ?, ?)",
+                [(gen, name, value, now_iso()) for (gen, name), value in sorted(new.items())],
+            )
+            await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            await _rollback(db)
+            raise _storage_error(exc) from None
+        except BaseException:
+            await _rollback(db)
+            raise
 
     @property
     def _conn(self) -> aiosqlite.Connection:
@@ -812,6 +849,33 @@ class Tx:
         await self._db.execute(
             "DELETE FROM processed_updates WHERE processed_at < ?", (cutoff_iso,)
         )
+
+
+async def _recorded_checks(db: aiosqlite.Connection) -> SecretChecks:
+    rows = await db.execute_fetchall(_SECRET_CHECKS_SQL)
+    return {(int(r[0]), str(r[1])): str(r[2]) for r in rows}
+
+
+def recorded_secret_checks(path: Path) -> SecretChecks:
+    """The secret check values a database file (live, or a backup) holds; none for a file
+    from before they were kept. Reads only, and leaves no -wal or -shm file behind (a
+    read-only connection could not remove them); never creates the file."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+    except sqlite3.Error:
+        raise StorageError(f"cannot open {path.name}") from None
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        rows = conn.execute(_SECRET_CHECKS_SQL).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return {}  # schema 4 or older
+        raise _storage_error(exc) from None
+    except sqlite3.Error as exc:
+        raise _storage_error(exc) from None
+    finally:
+        conn.close()
+    return {(int(r[0]), str(r[1])): str(r[2]) for r in rows}
 
 
 def _marks(ids: Sequence[int] | Sequence[str]) -> str:

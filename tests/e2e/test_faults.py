@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.key_ceremonies import rotate_bot_secrets
 from bot.storage.sqlite import DB_NAME, SqliteStore
 from tests.e2e.conftest import STAFF_CHAT_ID
 from tests.e2e.test_on_call import DANGER, SLOW_TIMERS, Team, start_bot
@@ -58,6 +59,10 @@ def _flip_public_key(doc: dict) -> None:
 def _second_generation_pepper_reused(doc: dict) -> None:
     newest = doc["generations"][-1]
     newest["draft_key"] = newest["reporter_pepper"]
+
+
+def _swap_newest_draft_key(doc: dict) -> None:
+    doc["generations"][-1]["draft_key"] = base64.b64encode(os.urandom(32)).decode()
 
 
 KEY_FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
@@ -160,6 +165,37 @@ async def test_damaged_or_missing_keys_refuse_to_start_and_write_nothing(
             assert "keys init" not in line, f"{label}: would lose every report: {line}"
         assert _fingerprint(copy) == before[label], f"{label}: the data dir was written to"
         assert (copy / DB_NAME).exists() == used, label
+
+
+async def test_a_swapped_bot_secret_refuses_to_start_with_one_line_naming_it(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # Given a data dir the bot has used through one rotation (the database remembers a check
+    # value of each secret, never the secret), then one key in bot_secrets.json replaced by
+    # another well-formed value, as a restored or hand-edited file would have it
+    await rotate_bot_secrets(data_dir)
+    secrets_path = data_dir / "keys" / "bot_secrets.json"
+    before_swap = secrets_path.read_text()
+    _rewrite_json(secrets_path, _swap_newest_draft_key)
+    before = _fingerprint(data_dir)
+
+    # When `safeguard run` is started
+    code, output = await _run_once(data_dir, tmp_path)
+
+    # Then it refuses with status 2 and one line naming the file, the key and what to do,
+    # with no key of either file in it, and the database is left as it was
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert code == 2, output
+    assert lines == [
+        f"safeguard: {secrets_path} does not match the database: the draft key of "
+        "generation 2 differs; restore the bot_secrets.json that belongs to this data dir"
+    ], output
+    for doc in (json.loads(before_swap), json.loads(secrets_path.read_text())):
+        values = [doc["audit_key"]] + [
+            v for g in doc["generations"] for k, v in g.items() if k.endswith(("_pepper", "_key"))
+        ]
+        assert not [v for v in values if v in output or base64.b64decode(v).hex() in output]
+    assert _fingerprint(data_dir) == before
 
 
 # ----------------------------------------------------------------------------------------------

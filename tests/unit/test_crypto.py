@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import pickle
 import re
 import sqlite3
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from bot.crypto import (
     StaffKey,
     add_staff_key,
     create_keys,
+    forget_retired_secrets,
     keys_exist,
     record_key_id,
     staff_public_keys,
@@ -47,8 +50,15 @@ from bot.errors import (
 )
 from bot.escalation.paging import followup_context, reply_context, trigger_context
 from bot.reports.reading import CaseReader
+from bot.storage.backup import backup, restore
 from bot.storage.lock import data_dir_lock
-from bot.storage.sqlite import DB_NAME, SqliteStore
+from bot.storage.sqlite import (
+    DB_NAME,
+    SqliteStore,
+    _migrations,
+    _split_sql,
+    recorded_secret_checks,
+)
 from tests.conftest import FAST_KDF, signed_store
 
 REFERENCE = "K7FQ-3QXM-9PTA"
@@ -1269,6 +1279,277 @@ async def test_secrets_equal_across_generations_are_refused(one: Path) -> None:
 
     with pytest.raises(KeyFileCorruptError, match="not distinct"):
         BotCrypto.load(one)
+
+
+# ===============================================================================================
+# bot_secrets.json must be the one the database was used with
+# ===============================================================================================
+
+
+async def _open_as_the_bot(data_dir: Path) -> None:
+    """Open the store as the bot and every command holding its secrets do."""
+    async with SqliteStore(data_dir, secrets=BotCrypto.load(data_dir)):
+        pass
+
+
+def _recorded(data_dir: Path) -> dict[tuple[int, str], str]:
+    return recorded_secret_checks(data_dir / DB_NAME)
+
+
+def _secret_values(doc: dict[str, Any]) -> list[str]:
+    """Every secret in a bot_secrets.json document, base64 as in the file."""
+    values = [doc["audit_key"]]
+    for gen in doc["generations"]:
+        values += [v for k, v in gen.items() if k.endswith(("_pepper", "_key"))]
+    return values
+
+
+def _swap(data_dir: Path, generation: int, field: str) -> None:
+    """Replace one secret by another well-formed value (distinct from all the others)."""
+    path = _secrets_file(data_dir)
+    doc = _read(path)
+    new = base64.b64encode(os.urandom(32)).decode()
+    if field == "audit_key":
+        doc["audit_key"] = new
+    else:
+        next(g for g in doc["generations"] if g["id"] == generation)[field] = new
+    _write(path, doc)
+
+
+def _age_retired_generations(data_dir: Path, days: int) -> None:
+    path = _secrets_file(data_dir)
+    doc = _read(path)
+    for gen in doc["generations"][:-1]:
+        gen["retired_at"] = (datetime.now(UTC) - timedelta(days=days)).isoformat()
+    _write(path, doc)
+
+
+async def test_first_use_records_a_check_value_of_each_secret_never_the_secret(
+    tmp_path: Path,
+) -> None:
+    """Given a new data dir
+    When `keys init` creates the keys (and opens the database to audit it)
+    Then the database holds one check value per secret (the audit key as generation 0,
+    generation 1's five), equal to what the bot computes, and no secret in any encoding."""
+    data_dir = tmp_path / "data"
+
+    await key_ceremonies.init_keys(data_dir, PRIYA, PASSPHRASE, **FAST_KDF)
+
+    recorded = _recorded(data_dir)
+    assert recorded == BotCrypto.load(data_dir).secret_checks
+    assert sorted(recorded) == [
+        (0, "audit_key"),
+        (1, "draft_key"),
+        (1, "rate_limit_pepper"),
+        (1, "reply_handle_key"),
+        (1, "reporter_pepper"),
+        (1, "transit_key"),
+    ]
+    assert len(set(recorded.values())) == len(recorded)
+    database = (data_dir / DB_NAME).read_bytes()
+    for value in _secret_values(_read(_secrets_file(data_dir))):
+        raw = base64.b64decode(value)
+        for encoded in (value.encode(), raw, raw.hex().encode(), raw[:16].hex().encode()):
+            assert encoded not in database
+        assert raw.hex()[:32] not in recorded.values()
+
+
+async def test_the_same_secrets_are_accepted_and_nothing_is_written_again(one: Path) -> None:
+    """Given a database already used with these secrets
+    When the bot opens it again (a restart)
+    Then it opens, and the recorded check values are exactly as they were."""
+    await _open_as_the_bot(one)
+    with sqlite3.connect(one / DB_NAME) as db:
+        before = db.execute("SELECT * FROM bot_secret_checks ORDER BY 1, 2").fetchall()
+
+    await _open_as_the_bot(one)
+
+    with sqlite3.connect(one / DB_NAME) as db:
+        assert db.execute("SELECT * FROM bot_secret_checks ORDER BY 1, 2").fetchall() == before
+
+
+@pytest.mark.parametrize(
+    ("generation", "field", "named"),
+    [
+        (2, "draft_key", "the draft key of generation 2"),
+        (2, "reporter_pepper", "the reporter pepper of generation 2"),
+        (2, "rate_limit_pepper", "the rate-limit pepper of generation 2"),
+        (2, "reply_handle_key", "the reply-handle key of generation 2"),
+        (2, "transit_key", "the transit key of generation 2"),
+        (1, "reporter_pepper", "the reporter pepper of generation 1"),
+        (0, "audit_key", "the audit key"),
+    ],
+)
+async def test_one_swapped_secret_is_refused_naming_it(
+    one: Path, generation: int, field: str, named: str
+) -> None:
+    """Given a database used with two generations of secrets (one rotation)
+    When one secret in bot_secrets.json is replaced by another well-formed value
+    Then opening with the secrets is refused: one line naming the file, which secret of which
+    generation differs, and what to do; no value of either file is in it, and the database
+    still holds the check values of the right secrets."""
+    await _open_as_the_bot(one)
+    await key_ceremonies.rotate_bot_secrets(one)
+    recorded = _recorded(one)
+    before = _read(_secrets_file(one))
+    _swap(one, generation, field)
+
+    with pytest.raises(KeyFileCorruptError) as excinfo:
+        await _open_as_the_bot(one)
+
+    message = str(excinfo.value)
+    assert message == (
+        f"{_secrets_file(one)} does not match the database: {named} differs; "
+        "restore the bot_secrets.json that belongs to this data dir"
+    )
+    for value in _secret_values(before) + _secret_values(_read(_secrets_file(one))):
+        assert value not in message and base64.b64decode(value).hex() not in message
+    assert _recorded(one) == recorded
+
+
+async def test_two_secrets_swapped_with_each_other_are_both_named(one: Path) -> None:
+    """Given a database used with these secrets
+    When the draft key and the transit key trade places in bot_secrets.json
+    Then both are named."""
+    await _open_as_the_bot(one)
+    path = _secrets_file(one)
+    doc = _read(path)
+    gen = _gen(doc)
+    gen["draft_key"], gen["transit_key"] = gen["transit_key"], gen["draft_key"]
+    _write(path, doc)
+
+    with pytest.raises(KeyFileCorruptError, match="the draft key of generation 1 and the transit"):
+        await _open_as_the_bot(one)
+
+
+async def test_the_secrets_of_another_data_dir_are_refused(one: Path, tmp_path: Path) -> None:
+    """Given a database used with its own secrets
+    When the bot_secrets.json of another installation is put in its place
+    Then opening is refused, saying none of its secrets are this database's."""
+    await _open_as_the_bot(one)
+    other = tmp_path / "other"
+    _make_first(other)
+    _secrets_file(one).write_bytes(_secrets_file(other).read_bytes())
+
+    with pytest.raises(KeyFileCorruptError, match=r"none of its secrets .* another data dir"):
+        await _open_as_the_bot(one)
+
+
+async def test_rotating_then_starting_is_accepted_and_records_the_new_generation(
+    one: Path,
+) -> None:
+    """Given a database used with generation 1
+    When the bot's secrets are rotated (`keys rotate`) and the bot starts
+    Then it opens; the database now also holds generation 2's check values, and
+    generation 1's are kept."""
+    await _open_as_the_bot(one)
+    first = _recorded(one)
+
+    await key_ceremonies.rotate_bot_secrets(one)
+    await _open_as_the_bot(one)
+
+    recorded = _recorded(one)
+    assert first.items() <= recorded.items()
+    checks = BotCrypto.load(one).secret_checks
+    assert {k: v for k, v in checks.items() if k[0] == 2} == {
+        k: v for k, v in recorded.items() if k[0] == 2
+    }
+    assert len([k for k in recorded if k[0] == 2]) == 5
+
+
+async def test_rotating_a_swapped_secrets_file_is_refused_and_changes_nothing(
+    one: Path,
+) -> None:
+    """Given a database used with these secrets, and then one key in bot_secrets.json edited
+    When the bot's secrets are rotated
+    Then the rotation is refused before bot_secrets.json or the database is changed."""
+    await _open_as_the_bot(one)
+    _swap(one, 1, "draft_key")
+    before = _secrets_file(one).read_bytes()
+    recorded = _recorded(one)
+
+    with pytest.raises(KeyFileCorruptError, match="the draft key of generation 1 differs"):
+        await key_ceremonies.rotate_bot_secrets(one)
+
+    assert _secrets_file(one).read_bytes() == before
+    assert _recorded(one) == recorded
+
+
+async def test_a_secrets_file_from_before_a_rotation_is_refused(one: Path) -> None:
+    """Given a database used with generation 2 after a rotation
+    When the bot_secrets.json of before the rotation is put back
+    Then opening is refused: the database was last used with a generation it lacks."""
+    await _open_as_the_bot(one)
+    old = _secrets_file(one).read_bytes()
+    await key_ceremonies.rotate_bot_secrets(one)
+    _secrets_file(one).write_bytes(old)
+
+    with pytest.raises(KeyFileCorruptError, match=r"up to 1, but .* generation 2"):
+        await _open_as_the_bot(one)
+
+
+async def test_a_database_from_before_the_checks_records_them_and_is_not_refused(
+    one: Path,
+) -> None:
+    """Given a database of schema 4, made before the secret check values were kept
+    When the bot opens it with its secrets
+    Then it is migrated and opens (not refused), and the check values are recorded."""
+    with sqlite3.connect(one / DB_NAME) as db:
+        for version, script in _migrations():
+            if version <= 4:
+                for statement in _split_sql(script):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version}")
+    assert _recorded(one) == {}
+
+    await _open_as_the_bot(one)
+
+    assert _recorded(one) == BotCrypto.load(one).secret_checks
+
+
+async def test_a_backup_from_before_a_recent_rotation_restores_with_the_current_secrets(
+    one: Path,
+) -> None:
+    """Given a backup made with generation 1, then a rotation (generation 1's peppers are
+    kept for 30 days)
+    When the backup is restored with the current bot_secrets.json
+    Then it is accepted, the bot opens the restored database, and it now knows generation 2."""
+    await _open_as_the_bot(one)
+    async with SqliteStore(one, secrets=BotCrypto.load(one)) as store:
+        path = await backup(store, one / "backups")
+    await key_ceremonies.rotate_bot_secrets(one)
+
+    await restore(one, path)
+    await _open_as_the_bot(one)
+
+    assert {g for g, _ in _recorded(one)} == {0, 1, 2}
+
+
+async def test_a_backup_needing_a_forgotten_generation_is_refused_and_nothing_restored(
+    one: Path,
+) -> None:
+    """Given a backup made with generation 1, a rotation, and generation 1 forgotten after
+    30 days
+    When that backup is restored
+    Then the restore is refused naming generation 1, and the live database is untouched."""
+    await _open_as_the_bot(one)
+    async with SqliteStore(one, secrets=BotCrypto.load(one)) as store:
+        path = await backup(store, one / "backups")
+    await key_ceremonies.rotate_bot_secrets(one)
+    _age_retired_generations(one, days=31)
+    forget_retired_secrets(one)
+    assert [g["id"] for g in _read(_secrets_file(one))["generations"]] == [2]
+    live = (one / DB_NAME).read_bytes()
+
+    with pytest.raises(KeyFileCorruptError) as excinfo:
+        await restore(one, path)
+
+    message = str(excinfo.value)
+    assert f"does not match the backup {path.name}" in message
+    assert "generation 1, which it no longer holds" in message
+    assert "nothing was restored" in message
+    assert (one / DB_NAME).read_bytes() == live
+    assert not list(one.glob("*.before-restore-*"))
 
 
 # ===============================================================================================
