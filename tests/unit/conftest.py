@@ -1,4 +1,5 @@
-"""Fixtures for the reporting service over a real store and real keys."""
+"""Fixtures for the reporting service, retention and backups over a real store and real keys
+(`data_dir` itself, with keys made, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from bot.crypto import BotCrypto
 from bot.dialogue.content import Content
 from bot.storage.sqlite import SqliteStore
 from nlu.pipeline import Nlu, build_nlu
 from tests.conftest import ROOT, signed_store
+
+
+@pytest.fixture
+def crypto(data_dir: Path) -> BotCrypto:
+    """What the running bot holds for `data_dir`: it seals, and signs the audit trail."""
+    return BotCrypto.load(data_dir)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,23 +24,7 @@ from bot.storage.backup import backup, check_backup, restore
 from bot.storage.lock import data_dir_lock
 from bot.storage.retention import purge
 from bot.storage.sqlite import DB_NAME, SqliteStore
-from tests.unit.test_retention import NOW, add_case, ago, make_keys, marker, raw_bytes, rows
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def crypto(data_dir: Path) -> BotCrypto:
-    return make_keys(data_dir)
-
-
-@pytest.fixture
-async def store(data_dir: Path, crypto: BotCrypto) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(data_dir, chain=crypto.chain_audit_entry) as opened:
-        yield opened
+from tests.unit.test_retention import NOW, add_case, ago, marker, raw_bytes, rows
 
 
 def mode(path: Path) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.config import RetentionSettings, Settings
-from bot.crypto import BotCrypto, create_keys
+from bot.crypto import BotCrypto
 from bot.errors import StorageError
 from bot.reports.reference import new_reference
 from bot.storage.backup import backup
@@ -22,11 +21,6 @@ from bot.storage.retention import RetentionWorker, backup_files, purge
 from bot.storage.sqlite import DB_NAME, SqliteStore, iso
 
 NOW = datetime.now(UTC)
-
-
-def make_keys(data_dir: Path) -> BotCrypto:
-    create_keys(data_dir, "lead", "pw", kdf_memory_kib=1024, kdf_iterations=1)
-    return BotCrypto.load(data_dir)
 
 
 def ago(**delta: float) -> str:
@@ -102,21 +96,7 @@ def db_path(data_dir: Path) -> Path:
     return data_dir / DB_NAME
 
 
-# ---------------------------------------------------------------------------------- fixtures
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def crypto(data_dir: Path) -> BotCrypto:
-    return make_keys(data_dir)
-
-
-@pytest.fixture
-async def store(data_dir: Path, crypto: BotCrypto) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(data_dir, chain=crypto.chain_audit_entry) as opened:
-        yield opened
+# data_dir, crypto and store: tests/conftest.py and tests/unit/conftest.py
 
 
 REFS = {
