@@ -23,6 +23,18 @@ TEST_STAFF = "lead"
 FAST_KDF: dict[str, int] = {"kdf_memory_kib": 8192, "kdf_iterations": 1}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _nlu_model_trained() -> None:
+    """Train the embedded model for the current training data once, before any test.
+
+    A deployment trains it once too (the file name carries the data's hash); without this, the
+    first bot process a test starts would train it and could miss its start-up deadline.
+    """
+    from nlu.pipeline import load_embedded_model
+
+    load_embedded_model()
+
+
 @pytest.fixture(autouse=True)
 def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     real_connect = socket.socket.connect

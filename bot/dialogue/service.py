@@ -155,18 +155,24 @@ class ReportingService:
             if verdict.slowed:
                 await self._slow_down(turn, verdict)
         sent_ids = await self._deliver(turn, messenger)
+        # Answered only if what was to be said went out: a reply Telegram never took (resets,
+        # an outage longer than the retries) leaves the update unanswered, so the reporter's
+        # next message says it again, the 999 line first after an alarm.
+        answered = bool(sent_ids) or not any(isinstance(o, Reply) for o in turn.outputs)
         if turn.draft is not None and (sent_ids or origin.message_id):
-            await self._note_answered(pseudonym, origin, sent_ids)
+            await self._note_answered(pseudonym, origin, sent_ids, answered=answered)
 
-    async def _note_answered(self, pseudonym: str, origin: Origin, sent_ids: list[int]) -> None:
-        """Remember the messages (Leave now deletes them) and that this update was answered,
-        in the draft as it is now: later turns may have been saved meanwhile."""
+    async def _note_answered(
+        self, pseudonym: str, origin: Origin, sent_ids: list[int], *, answered: bool
+    ) -> None:
+        """Remember the messages (Leave now deletes them) and, if `answered`, that this update
+        was, in the draft as it is now: later turns may have been saved meanwhile."""
         async with self._lock_for(pseudonym):
             draft = await self._load_draft(pseudonym)
             if draft is None:
                 return  # left meanwhile: nothing to clear later
             draft.track([i for i in (origin.message_id, *sent_ids) if i is not None])
-            if origin.update_id is not None:
+            if answered and origin.update_id is not None:
                 draft.answered_update = max(draft.answered_update or 0, origin.update_id)
             try:
                 async with self.store.transaction() as tx:
@@ -472,7 +478,7 @@ class ReportingService:
 
     async def _deliver(self, turn: Turn, messenger: Messenger) -> list[int]:
         sent: list[int] = []
-        for output in turn.outputs:
+        for output in one_message_per_turn(turn.outputs):
             match output:
                 case Reply():
                     sent.extend(await messenger.send(output))
@@ -481,6 +487,27 @@ class ReportingService:
                 case ClearChat(message_ids=ids):
                     await messenger.clear(ids)
         return sent
+
+
+def one_message_per_turn(outputs: Sequence[Any]) -> list[Any]:
+    """Consecutive replies joined into one message (the 999 line stays first).
+
+    Telegram lets a bot send about one message a second to a person; two or three at once
+    earn 429s under load, and each is a separate buzz on a phone that may be watched. A reply
+    with buttons ends a message, because the buttons belong under the last words.
+    """
+    merged: list[Any] = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if isinstance(output, Reply) and isinstance(previous, Reply) and not previous.buttons:
+            merged[-1] = Reply(
+                f"{previous.html}\n\n{output.html}",
+                output.buttons,
+                urgent=previous.urgent or output.urgent,
+            )
+        else:
+            merged.append(output)
+    return merged
 
 
 def _consent(draft: Draft) -> bool | None:

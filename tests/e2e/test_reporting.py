@@ -59,7 +59,7 @@ async def answer_until(
         key = next((k for k in texts if k in body), None)
         if key is not None:
             await user.send_text(texts.pop(key))
-        elif "danger right now" in body:
+        elif "danger right now" in body and danger in labels:  # not the 999 line before a question
             await user.press(danger)
         elif "Yes, they can reply" in labels:
             await user.press(contact)

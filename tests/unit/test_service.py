@@ -297,3 +297,33 @@ async def test_a_lost_answer_to_an_alarm_is_made_good_by_their_next_message(
     r.m.replies.clear()
     await r.do(Inbound("text", text="he has gone now"), update_id=92)
     assert all("999" not in x.html for x in r.m.replies[:1])
+
+
+class UnreachableMessenger(CollectingMessenger):
+    """Telegram took none of the replies (resets or an outage longer than the retries)."""
+
+    async def send(self, reply: Reply) -> list[int]:
+        self.replies.append(reply)
+        return []
+
+
+async def test_an_answer_telegram_never_took_is_said_again_with_their_next_message(
+    service: ReportingService, content: Content
+) -> None:
+    # Given a reporter whose urgent message was saved, but whose answer Telegram never took,
+    r = Reporter(service)
+    await r.do(Inbound("start"))
+    await r.press(content.wording.audiences["young_person"])
+    reachable = r.m
+    r.m = UnreachableMessenger()
+    danger = Origin(REPORTER, update_id=50, message_id=500, reply_address=REPORTER)
+    await service.handle(danger, Inbound("text", text="please help hes outside my house rn"), r.m)
+    assert "999" in r.m.text()  # it was tried
+    # When Telegram is back and they write again,
+    r.m = reachable
+    r.m.replies.clear()
+    await r.say("hello??")
+    # Then the numbers and their case reference come first, sent urgently.
+    ref = (await service.store.list_cases())[-1].ref
+    first = r.m.replies[0]
+    assert first.urgent and "999" in first.html and ref in first.html
