@@ -117,6 +117,8 @@ IMMEDIATE = [
     "kms tonight i mean it",
     "im going to take all my tablets tonight",
     "the noose is ready and so am i",
+    "he kidnapped me and i am in his car",
+    "i lost my streak and i want to kill myself tonight",
     "i wrapped a belt round my neck",
     "sat in my room with a blade",
     "ive given away all my stuff so they have it after",
@@ -248,6 +250,10 @@ NONE = [
     "overdosed on chocolate over christmas",
     "the gp said take all the antibiotics until the course is finished",
     "the rope swing over the river is ready",
+    "if i have to hear that song again i'll kill myself lol",
+    "lost my snapstreak kms",
+    "i got kidnapped by a dragon in minecraft",
+    "our class watched a film about child sexual exploitation",
     "i will be gone by tomorrow on a school trip to france",
     "no one will find me when we play sardines",
 ]
@@ -313,10 +319,10 @@ def test_past_events_are_high_not_immediate(rules: SafetyRules, text: str) -> No
 
 # Known limits of phrase rules, kept here so they are visible (and so a fix shows up as XPASS).
 # Hyperbole is escalated on purpose: a rule cannot tell "I'll kill myself lol" from a real plan,
-# and missing a real one costs more than a false alarm.
+# and missing a real one costs more than a false alarm. Only a groan straight after an everyday
+# hassle ("this song... kms lol", "lost my streak kms") is taken out.
 KNOWN_LIMITS = [
     ("i literally want to die, we have a test tomorrow", Level.NONE),
-    ("if i have to hear that song again i'll kill myself lol", Level.NONE),
     ("sos i forgot my pe kit", Level.NONE),
     ("our teacher locked us in the classroom for detention jk", Level.NONE),
     ("my brother keeps hitting me with his pillow lol", Level.NONE),
