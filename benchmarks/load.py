@@ -615,8 +615,9 @@ async def drive(args: Namespace, workdir: Path) -> dict[str, Any]:
         await emulator.add_bot_to_group(staff, emulator.user(STAFF_MEMBER_ID, "Asha"))
         bot = LoadBot(emulator, data_dir, workdir)
         bot.env_overrides.update(BOT_ENV)
-        if args.mode == "telegram" and args.pace_private_chats:
-            bot.env_overrides["SAFEGUARD_TELEGRAM__PACE_PRIVATE_CHATS"] = "true"
+        if args.mode == "telegram":  # the bot's default, unless asked to compare without
+            pace = "false" if args.no_pace_private_chats else "true"
+            bot.env_overrides["SAFEGUARD_TELEGRAM__PACE_PRIVATE_CHATS"] = pace
         if args.mode == "capacity":
             # What one process can do: the bot's own Telegram pacing (30 messages/s, one a
             # second per private chat: the telegram mode measures it) lifted.
@@ -1012,9 +1013,9 @@ def main() -> int:
         "--no-flood-limits", action="store_true", help="lift them (always with --think 0)"
     )
     parser.add_argument(
-        "--pace-private-chats",
+        "--no-pace-private-chats",
         action="store_true",
-        help="telegram mode: the bot paces each private chat to one message a second",
+        help="telegram mode: the bot sends to each private chat without its 1/s pace",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -41,11 +41,11 @@ class TelegramSettings(BaseModel):
     # Telegram allows about 30; raise it only for a self-hosted Bot API server or a bot with
     # Telegram's paid higher limits.
     messages_per_second: int = Field(default=30, ge=6, le=1000)
-    # One message a second to each private chat, as Telegram asks. Off by default: Telegram
-    # tolerates a conversation's short bursts, and a turn of two or three messages (the 999
-    # line, then the question) then arrives at once; on, it arrives over two seconds but never
-    # earns a 429 (measured in benchmarks/load.py --mode telegram).
-    pace_private_chats: bool = False
+    # One message a second to each private chat, as Telegram asks. A turn is one message (the
+    # 999 line first in it), so this delays only a reporter who answers within a second of
+    # the bot; off, replies that bunch up behind the overall limit earn 429s (measured in
+    # benchmarks/load.py --mode telegram). Deleting messages (Leave now) never waits.
+    pace_private_chats: bool = True
 
 
 class StaffSettings(BaseModel):

@@ -5,12 +5,12 @@ that it answers 429. Both of the bot's sessions (replies to reporters and staff 
 alerts from the delivery worker) share one `OutboundLimiter`, so together they stay inside
 those limits, and an alert waiting for a slot is served before any ordinary message.
 
-Private chats are paced (one message a second, as Telegram asks) only with
-`telegram.pace_private_chats`. Off, a turn of two or three messages (the 999 line, then the
-question) arrives at once, as Telegram tolerates in a conversation; the load generator's
-telegram mode, whose emulator allows no burst at all, shows the 429s that can cost (each
-honoured by `RetryRequests` with its `retry_after`). Deleting messages (Leave now) is never
-counted, so it never waits.
+Private chats are paced to one message a second, as Telegram asks (`telegram.pace_private_chats`,
+on by default). A turn is one message, so only a reporter who answers within a second of the
+bot waits, and an alert's 999 line is never behind a queue of ordinary replies to others.
+Deleting messages (Leave now) is never counted, so it never waits. Every window is a little
+longer than Telegram's: requests reach it with some jitter, and one that arrives early earns
+a 429.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ from aiogram.client.session.middlewares.base import (
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 
-PRIVATE_CHAT_GAP_SECONDS = 1.1
+# Margin on every window: a request taken at t may reach Telegram a little after one taken
+# later (the event loop, the connection pool), so exact windows earn 429s under load.
+JITTER_SECONDS = 0.1
+PRIVATE_CHAT_GAP_SECONDS = 1.0 + JITTER_SECONDS
 
 # Set while sending something that must not wait behind ordinary replies (the 999 line to a
 # reporter who just raised an alarm): it takes the alerts' lane.
@@ -68,11 +71,11 @@ class OutboundLimiter:
         group_per_minute: int = 20,
         # Kept free every second for alerts: a burst of replies cannot take them all.
         reserved_for_alerts: int = 5,
-        pace_private_chats: bool = False,
+        pace_private_chats: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._overall = _Window(per_second, 1.0)
+        self._overall = _Window(per_second, 1.0 + JITTER_SECONDS)
         self._ordinary_per_second = max(1, per_second - reserved_for_alerts)
         self._group_per_minute = group_per_minute
         self._pace_private_chats = pace_private_chats
@@ -86,13 +89,12 @@ class OutboundLimiter:
     def _group(self, chat_id: int) -> _Window:
         window = self._chats.get(chat_id)
         if window is None:
-            window = self._chats[chat_id] = _Window(self._group_per_minute, 60.0)
+            window = self._chats[chat_id] = _Window(self._group_per_minute, 60.0 + JITTER_SECONDS)
         return window
 
     def _private(self, chat_id: int) -> _Window:
         window = self._chats.get(chat_id)
         if window is None:
-            # A little over a second: requests reach Telegram with some jitter.
             window = self._chats[chat_id] = _Window(1, PRIVATE_CHAT_GAP_SECONDS)
         return window
 

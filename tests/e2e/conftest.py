@@ -39,6 +39,9 @@ class BotProcess:
                 "SAFEGUARD_STAFF__MEMBERS": f"[{STAFF_MEMBER_ID}]",
                 "SAFEGUARD_STORAGE__DATA_DIR": str(self.data_dir),
                 "SAFEGUARD_LOGGING__LEVEL": "DEBUG",
+                # Tests answer the bot at once; Telegram's pace of one message a second per
+                # reporter (tests/unit/test_limits.py, benchmarks/load.py) would only slow them.
+                "SAFEGUARD_TELEGRAM__PACE_PRIVATE_CHATS": "false",
             }
         )
         env.update(self.env_overrides)

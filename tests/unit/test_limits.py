@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.telegram.limits import OutboundLimiter
+from bot.telegram.limits import JITTER_SECONDS, PRIVATE_CHAT_GAP_SECONDS, OutboundLimiter
 
 GROUP = -100123
 REPORTER = 4242
@@ -78,11 +78,19 @@ async def test_a_group_gets_twenty_a_minute_and_a_reporter_one_a_second() -> Non
     assert clock.now == 1002.2  # another reporter does not wait behind them
 
 
-async def test_by_default_a_reporters_few_messages_of_one_turn_go_at_once() -> None:
+async def test_by_default_a_reporter_gets_one_message_a_second() -> None:
     clock = SimClock()
     lim = limiter(clock)
+    for _ in range(2):
+        await lim.acquire(REPORTER)  # a reporter who answers at once after the bot's reply
+    assert clock.now == PRIVATE_CHAT_GAP_SECONDS
+
+
+async def test_unpaced_a_reporters_messages_go_at_once() -> None:
+    clock = SimClock()
+    lim = OutboundLimiter(clock=clock, sleep=clock.sleep, pace_private_chats=False)
     for _ in range(3):
-        await lim.acquire(REPORTER)  # the 999 line, a note, the next question
+        await lim.acquire(REPORTER)
     assert clock.now == 0.0
 
 
@@ -102,8 +110,8 @@ async def test_an_alert_waiting_for_a_slot_goes_before_ordinary_messages() -> No
     alert = asyncio.create_task(send("alert", True))
     await asyncio.sleep(0)
     # When the minute passes, the alert takes the slot; the reply waits for the next one
-    await clock.advance(60)
+    await clock.advance(60 + JITTER_SECONDS)
     assert order == ["alert"]
-    await clock.advance(60)
+    await clock.advance(60 + JITTER_SECONDS)
     await asyncio.gather(ordinary, alert)
     assert order == ["alert", "reply"]
