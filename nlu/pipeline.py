@@ -7,6 +7,7 @@ probabilities into a level; the safety rules always run too and can only raise t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.errors import ConfigError
-from nlu.embedded import EmbeddedModel
+from nlu.embedded import TRAINING_RECIPE, EmbeddedModel
 from nlu.safety import SafetyRules
 from nlu.training_data import DEFAULT_DATA_DIR, data_fingerprint, load_training_data
 from nlu.types import IntentModel, Level, ModelOutput, ParseResult, Urgency
@@ -93,8 +94,9 @@ class Nlu:
 
 
 def model_path(data_dir: Path = DEFAULT_DATA_DIR, model_dir: Path = DEFAULT_MODEL_DIR) -> Path:
-    """Where the model for the current training data is (or will be) saved."""
-    return model_dir / f"embedded-{data_fingerprint(data_dir)}.npz"
+    """Where the model for the current training data and recipe is (or will be) saved."""
+    recipe = hashlib.sha256(TRAINING_RECIPE.encode()).hexdigest()[:6]
+    return model_dir / f"embedded-{data_fingerprint(data_dir)}-{recipe}.npz"
 
 
 def load_embedded_model(

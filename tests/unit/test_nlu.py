@@ -13,7 +13,7 @@ import pytest
 
 from bot.errors import ConfigError
 from nlu.embedded import EmbeddedModel
-from nlu.pipeline import Nlu, UrgencyPolicy, build_nlu, load_embedded_model
+from nlu.pipeline import Nlu, UrgencyPolicy, build_nlu, load_embedded_model, model_path
 from nlu.safety import SafetyRules
 from nlu.training_data import DEFAULT_DATA_DIR, load_training_data
 from nlu.types import Entity, IntentScore, Level, ModelOutput
@@ -116,6 +116,20 @@ def test_model_file_round_trips_and_is_named_by_the_data(tmp_path: Path) -> None
     again = EmbeddedModel.load(path)
     text = "my mates older brother keeps giving her vodka"
     assert again.predict_sync(text).ranking == model.predict_sync(text).ranking
+
+
+def test_a_change_to_how_the_model_is_trained_names_another_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the model file for the current data and training recipe,
+    import nlu.pipeline
+
+    before = model_path()
+    # When the recipe changes (say, the regularisation) but the data does not,
+    monkeypatch.setattr(nlu.pipeline, "TRAINING_RECIPE", "v1-another-recipe")
+    # Then a model trained the old way is not loaded in its place.
+    assert model_path() != before
+    assert model_path().name.startswith(before.name.rsplit("-", 1)[0])
 
 
 def test_corrupt_model_file_is_a_clear_error(tmp_path: Path) -> None:
