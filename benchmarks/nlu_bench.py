@@ -90,7 +90,7 @@ def start_rasa() -> tuple[subprocess.Popen[bytes], int]:
 async def main(rasa_port: int | None) -> None:
     before = rss_mb()
     t0 = time.perf_counter()
-    from nlu.pipeline import DEFAULT_MODEL_DIR, Nlu, UrgencyPolicy, load_embedded_model
+    from nlu.pipeline import Nlu, UrgencyPolicy, load_embedded_model, model_path
     from nlu.safety import SafetyRules
 
     imported = time.perf_counter()
@@ -101,7 +101,7 @@ async def main(rasa_port: int | None) -> None:
     rules = SafetyRules.load()
     loaded = time.perf_counter()
     after = rss_mb()
-    print(f"model file: {next(DEFAULT_MODEL_DIR.glob(f'embedded-{model.fingerprint}.npz'))}")
+    print(f"model file: {model_path()}")
     print(
         f"import {imported - t0:.2f} s, model load {model_load * 1000:.0f} ms, "
         f"safety rules load {loaded - t1 - model_load:.2f} s"
