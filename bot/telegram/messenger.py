@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.dialogue.engine import Button, Reply
@@ -18,6 +19,11 @@ log = logging.getLogger("safeguard.telegram")
 
 TELEGRAM_TEXT_LIMIT = 4096
 DELETE_BATCH = 100
+# How long the 999 line after an alarm keeps trying through a Telegram outage, after the
+# request's own retries: long enough for a real outage, bounded so a task cannot live forever.
+URGENT_RETRY_FIRST_SECONDS = 2.0
+URGENT_RETRY_MAX_SECONDS = 15.0
+URGENT_RETRY_FOR_SECONDS = 600.0
 
 
 def keyboard(rows: tuple[tuple[Button, ...], ...]) -> InlineKeyboardMarkup | None:
@@ -81,15 +87,37 @@ class TelegramMessenger:
         try:
             for index, part in enumerate(parts):
                 markup = keyboard(reply.buttons) if index == len(parts) - 1 else None
-                try:
-                    message = await self.bot.send_message(self.chat_id, part, reply_markup=markup)
-                except TelegramAPIError as exc:
-                    log.error("reply_not_sent error=%s", type(exc).__name__)
+                message_id = await self._send_part(part, markup, patient=reply.urgent)
+                if message_id is None:
                     break
-                sent.append(message.message_id)
+                sent.append(message_id)
         finally:
             SEND_URGENTLY.reset(token)
         return sent
+
+    async def _send_part(
+        self, text: str, markup: InlineKeyboardMarkup | None, *, patient: bool
+    ) -> int | None:
+        """One message; None if Telegram did not take it. The 999 line after an alarm keeps
+        trying through an outage (a child who said they are in danger must get the numbers),
+        other replies give up after the request retries and are said again with the
+        reporter's next message."""
+        delay, waited = URGENT_RETRY_FIRST_SECONDS, 0.0
+        while True:
+            try:
+                message = await self.bot.send_message(self.chat_id, text, reply_markup=markup)
+                return message.message_id
+            except (TelegramBadRequest, TelegramForbiddenError) as exc:
+                log.error("reply_not_sent error=%s", type(exc).__name__)  # retrying cannot help
+                return None
+            except TelegramAPIError as exc:
+                if not patient or waited >= URGENT_RETRY_FOR_SECONDS:
+                    log.error("reply_not_sent error=%s", type(exc).__name__)
+                    return None
+                log.warning("urgent_reply_retry error=%s retry_in=%.0f", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, URGENT_RETRY_MAX_SECONDS)
 
     async def remove_inbound(self) -> None:
         if self.inbound_message_id is None:

@@ -384,7 +384,8 @@ async def test_a_long_telegram_outage_delays_but_never_loses_or_doubles_and_aler
         first_notice = min(i for i, t in enumerate(after) for r in refs if r in t)
         assert last_alert < first_notice, after
         # And the late reporter, heard after the outage, was answered
-        await late.wait_for_bot_message(contains="999", timeout=10)
+        # (heard before getUpdates failed, its answer kept trying through the outage)
+        await late.wait_for_bot_message(contains="999", timeout=20)
     finally:
         assert await process.stop() == 0, process.log()
     assert "Traceback" not in process.log()
@@ -634,7 +635,7 @@ async def test_get_updates_timing_out_and_reset_loses_and_doubles_no_message(
         await still_listening(emulator, 3529)
         for person in people:
             assert times_shown(person, INTRO) == times_shown(person, QUESTION) == 1
-            assert len(person.bot_messages()) == 2, person.describe()
+            assert len(person.bot_messages()) == 1, person.describe()  # one message a turn
         # And the bot asked again at a bounded pace, not in a storm
         during = [r for r in emulator.requests[began:] if r.method == "getUpdates"]
         assert sum(1 for r in during if r.fault) == 3
@@ -661,17 +662,16 @@ async def test_a_reporters_reply_lost_to_resets_and_a_timeout_still_reaches_them
         await quiet.send_text("/start")
         await unlucky.send_text("/start")
 
-        # Then the first gets the answer once, its first message on the third try
+        # Then the first gets the answer (one message a turn) once, on the third try
         await quiet.wait_for_bot_message(contains=QUESTION, timeout=15)
         sends = [r for r in emulator.requests_for("sendMessage") if r.params["chat_id"] == quiet.id]
-        assert [r.fault for r in sends] == ["reset", "stall", None, None]
+        assert [r.fault for r in sends] == ["reset", "stall", None]
         assert times_shown(quiet, INTRO) == times_shown(quiet, QUESTION) == 1
-        assert len(quiet.bot_messages()) == 2, quiet.describe()
+        assert len(quiet.bot_messages()) == 1, quiet.describe()
         # And the second sees that message twice: the retry cannot know the first one landed
         # (the one repeat a lost answer can cause), and the conversation goes on
-        await unlucky.wait_for_bot_message(contains=QUESTION, timeout=10)
-        assert times_shown(unlucky, INTRO) == 2, unlucky.describe()
-        assert times_shown(unlucky, QUESTION) == 1, unlucky.describe()
+        await unlucky.wait_for_bot_message(contains=QUESTION, count=2, timeout=10)
+        assert times_shown(unlucky, INTRO) == times_shown(unlucky, QUESTION) == 2
         await unlucky.press(AUDIENCE_LABELS["worried_adult"])
         await unlucky.wait_for_bot_message(timeout=10)
     finally:
