@@ -189,24 +189,10 @@ class SqliteStore:
         with (`BotCrypto.match_secret_checks` decides, raising KeyFileCorruptError); record
         the check values of secrets it has not seen: on first use, on a database from before
         they were kept, and after `keys rotate`. Nothing is written when they all match."""
-        db = self._conn
-        if not secrets.match_secret_checks(await _recorded_checks(db)):
+        if not secrets.match_secret_checks(await _recorded_checks(self._conn)):
             return
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            new = secrets.match_secret_checks(await _recorded_checks(db))  # another process?
-            await db.executemany(
-                "INSERT INTO bot_secret_checks (generation, secret, check_value, recorded_at) "
-                "VALUES (?, ?, ?, ?)",
-                [(gen, name, value, now_iso()) for (gen, name), value in sorted(new.items())],
-            )
-            await db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            await _rollback(db)
-            raise _storage_error(exc) from None
-        except BaseException:
-            await _rollback(db)
-            raise
+        async with self.transaction() as tx:
+            await tx.record_secret_checks(secrets)
 
     @property
     def _conn(self) -> aiosqlite.Connection:
@@ -474,6 +460,16 @@ class Tx:
     def __init__(self, db: aiosqlite.Connection, chain: audit.ChainFn | None = None) -> None:
         self._db = db
         self._chain = chain
+
+    async def record_secret_checks(self, secrets: BotCrypto) -> None:
+        """Record the check values of the bot's secrets this database has not seen (checked
+        again inside the transaction: another process may have recorded them meanwhile)."""
+        new = secrets.match_secret_checks(await _recorded_checks(self._db))
+        await self._db.executemany(
+            "INSERT INTO bot_secret_checks (generation, secret, check_value, recorded_at) "
+            "VALUES (?, ?, ?, ?)",
+            [(gen, name, value, now_iso()) for (gen, name), value in sorted(new.items())],
+        )
 
     async def audit(
         self, actor: str, action: str, case_ref: str | None = None, detail: str | None = None
