@@ -31,6 +31,7 @@ from bot.dialogue.engine import (
     Event,
     FollowUp,
     Inbound,
+    Output,
     RemoveInbound,
     Reply,
     ReplyConsent,
@@ -489,14 +490,14 @@ class ReportingService:
         return sent
 
 
-def one_message_per_turn(outputs: Sequence[Any]) -> list[Any]:
+def one_message_per_turn(outputs: Sequence[Output]) -> list[Output]:
     """Consecutive replies joined into one message (the 999 line stays first).
 
     Telegram lets a bot send about one message a second to a person; two or three at once
     earn 429s under load, and each is a separate buzz on a phone that may be watched. A reply
     with buttons ends a message, because the buttons belong under the last words.
     """
-    merged: list[Any] = []
+    merged: list[Output] = []
     for output in outputs:
         previous = merged[-1] if merged else None
         if isinstance(output, Reply) and isinstance(previous, Reply) and not previous.buttons:
