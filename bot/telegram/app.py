@@ -22,7 +22,7 @@ from bot.escalation.outbox import DeliveryWorker
 from bot.runtime import open_services
 from bot.storage.retention import RetentionWorker
 from bot.telegram.limits import LimitRequests, OutboundLimiter
-from bot.telegram.middlewares import RetryRequests
+from bot.telegram.middlewares import KeepResponseTypes, RetryRequests
 from bot.telegram.notifier import TelegramStaffNotifier
 from bot.telegram.polling import DurablePoller
 from bot.telegram.routers import groups, reporter, staff
@@ -53,6 +53,7 @@ def build_bot(
         api=TelegramAPIServer.from_base(settings.telegram.api_base),
         timeout=settings.telegram.request_timeout_seconds,
     )
+    session.middleware(KeepResponseTypes())
     if not for_alerts:
         session.middleware(RetryRequests())
     if limiter is not None:  # inside the retries, so every attempt waits for a slot

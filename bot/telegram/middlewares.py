@@ -1,4 +1,5 @@
-"""aiogram request middleware: retries for outgoing requests."""
+"""aiogram request middlewares: retries for outgoing requests, and keeping each answer's
+parsed type alive between requests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,30 @@ from aiogram.methods import GetUpdates, Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 
 log = logging.getLogger("safeguard.telegram")
+
+
+class KeepResponseTypes(BaseRequestMiddleware):
+    """Hold a strong reference to `Response[...]` for each answer type the bot has met.
+
+    aiogram parses every answer through `Response[method.__returning__]`, and pydantic keeps
+    those generic classes only in a weak cache, so the garbage collector frees them between
+    requests and the next request rebuilds one (about 3 ms each). Under load that was a
+    quarter of the bot's CPU.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[object, type] = {}
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        returning = method.__returning__
+        if returning not in self._kept:
+            self._kept[returning] = Response[returning]  # type: ignore[valid-type]
+        return await make_request(bot, method)
 
 
 class RetryRequests(BaseRequestMiddleware):
