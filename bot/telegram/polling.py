@@ -23,11 +23,12 @@ import logging
 import signal
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 from aiogram import Bot, Dispatcher
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
+from pydantic import ValidationError
 
 log = logging.getLogger("safeguard.telegram")
 
@@ -42,6 +43,19 @@ MAX_BACKOFF_SECONDS = 5.0
 # ask again this often for new ones. (At most 100 updates come back at a time, so a hundred
 # handlers stuck together would hold up newer updates until one finishes.)
 BUSY_POLL_SECONDS = 0.05
+
+RawUpdate = dict[str, Any]
+
+
+class GetRawUpdates(GetUpdates):
+    """getUpdates answered as plain JSON objects, parsed here one by one.
+
+    While updates are in hand Telegram sends them again with every poll (about 80 at a time
+    under load), and aiogram would parse each into its models again; only new ones are worth
+    parsing. One update that does not parse is then set aside, instead of failing every poll.
+    """
+
+    __returning__ = list[RawUpdate]  # type: ignore[assignment]
 
 
 class DurablePoller:
@@ -113,32 +127,48 @@ class DurablePoller:
                 continue
             backoff = 0.5
             fresh = [
-                u
-                for u in updates
-                if u.update_id not in self._handling and u.update_id not in self._finished
+                raw
+                for raw in updates
+                if raw.get("update_id") not in self._handling
+                and raw.get("update_id") not in self._finished
             ]
-            for update in fresh:
-                self._start(update)
+            for raw in fresh:
+                self._start_raw(raw)
             if fresh or self._unsaved():
                 # Busy: ask again at a steady pace rather than once per update. Each request
                 # costs CPU, and Telegram answers it with every update not yet saved, parsed
                 # again in full; when all in hand are saved, long polling takes over.
                 await asyncio.sleep(BUSY_POLL_SECONDS)
 
-    async def _fetch(self) -> list[Update]:
+    async def _fetch(self) -> list[RawUpdate]:
         # While updates not yet saved are being handled, do not long-poll: they would come
         # straight back. Saved ones are confirmed by the offset, so long polling goes on.
         timeout = 0 if self._unsaved() else self.polling_timeout
         offset = self.offset
-        method = GetUpdates(offset=offset, timeout=timeout, allowed_updates=self.allowed_updates)
+        method = GetRawUpdates(offset=offset, timeout=timeout, allowed_updates=self.allowed_updates)
         request_timeout = int((self.bot.session.timeout or 60) + timeout)
-        updates = await self.bot(method, request_timeout=request_timeout)
+        # aiogram types the answer by the parent class; it is the raw JSON list.
+        updates = cast(list[RawUpdate], await self.bot(method, request_timeout=request_timeout))
         # Telegram has now forgotten everything below `offset`, so only those finished
         # updates can be forgotten here. (Not below a newer offset: updates that finished
         # while this request was out may be in its answer, and must not be handled twice.)
         if offset is not None:
             self._finished = {i for i in self._finished if i >= offset}
         return updates
+
+    def _start_raw(self, raw: RawUpdate) -> None:
+        try:
+            update = Update.model_validate(raw, context={"bot": self.bot})
+        except ValidationError:
+            update_id = raw.get("update_id")
+            if not isinstance(update_id, int):
+                return  # nothing to confirm it by; Telegram always numbers its updates
+            # Confirmed and skipped, so it cannot hold up every update after it.
+            log.error("update_unreadable update_id=%s", update_id)
+            self._highest = max(self._highest, update_id)
+            self._finished.add(update_id)
+            return
+        self._start(update)
 
     def _start(self, update: Update) -> None:
         self._highest = max(self._highest, update.update_id)

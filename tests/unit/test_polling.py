@@ -16,22 +16,23 @@ from bot.telegram.polling import UPDATE_SAVED, DurablePoller
 
 
 class FakeTelegram:
-    """getUpdates as Telegram does it: up to 100 from the offset; lower ones are forgotten."""
+    """getUpdates as Telegram does it: up to 100 from the offset, as JSON; lower ones are
+    forgotten."""
 
     def __init__(self) -> None:
-        self.pending: list[Update] = []
+        self.pending: list[dict[str, Any]] = []
         self.confirmed_while_running: list[int] = []
         self.session = SimpleNamespace(timeout=60)
         self.running: set[int] = set()
 
     def add(self, update_id: int) -> None:
-        self.pending.append(Update(update_id=update_id))
+        self.pending.append({"update_id": update_id})
 
-    async def __call__(self, method: GetUpdates, request_timeout: int = 0) -> list[Update]:
+    async def __call__(self, method: GetUpdates, request_timeout: int = 0) -> list[dict[str, Any]]:
         offset = method.offset or 0
-        forgotten = [u.update_id for u in self.pending if u.update_id < offset]
+        forgotten = [u["update_id"] for u in self.pending if u["update_id"] < offset]
         self.confirmed_while_running += [i for i in forgotten if i in self.running]
-        self.pending = [u for u in self.pending if u.update_id >= offset]
+        self.pending = [u for u in self.pending if u["update_id"] >= offset]
         await asyncio.sleep(0.001 if method.timeout == 0 else 0.005)
         return self.pending[:100]
 
@@ -98,9 +99,9 @@ async def test_one_persons_updates_are_handled_in_the_order_they_sent_them() -> 
     }
     other = {**words, "chat": {"id": 22, "type": "private"}, "from": {**words["from"], "id": 22}}
     telegram.pending += [
-        Update.model_validate({"update_id": 1, "callback_query": tap}),
-        Update.model_validate({"update_id": 2, "message": other}),
-        Update.model_validate({"update_id": 3, "message": words}),
+        {"update_id": 1, "callback_query": tap},
+        {"update_id": 2, "message": other},
+        {"update_id": 3, "message": words},
     ]
     # When they are polled in one batch,
     task = asyncio.create_task(poller.run(drain_seconds=5))
@@ -150,3 +151,26 @@ async def test_a_saved_update_no_longer_hides_newer_ones_while_its_reply_waits()
     await task
     # and every update was handled exactly once.
     assert set(dp.handled) == set(range(1, 102)) and max(dp.handled.values()) == 1
+
+
+async def test_an_update_that_does_not_parse_is_set_aside_and_the_rest_are_handled() -> None:
+    # Given an update aiogram cannot read (a message with no chat) between two good ones,
+    telegram = FakeTelegram()
+    dp = FakeDispatcher(telegram)
+    poller = DurablePoller(dp, telegram, 1, [])  # type: ignore[arg-type]
+    telegram.add(1)
+    telegram.pending.append({"update_id": 2, "message": {"message_id": 1, "date": 0}})
+    telegram.add(3)
+    # When they are polled,
+    task = asyncio.create_task(poller.run(drain_seconds=5))
+    for _ in range(200):
+        if len(dp.handled) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    poller.stop()
+    await task
+    # Then the good ones are handled once, and the bad one is confirmed instead of coming
+    # back with every poll.
+    assert dict(dp.handled) == {1: 1, 3: 1}
+    assert poller.offset == 4
