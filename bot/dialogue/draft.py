@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # Places in a conversation that are not questions of a flow.
@@ -70,7 +70,11 @@ class Draft:
         del self.message_ids[:-MAX_TRACKED_MESSAGES]
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"v": FORMAT_VERSION, **asdict(self)}, ensure_ascii=False).encode()
+        # Field by field rather than `dataclasses.asdict`, which deep-copies every element of
+        # every list (up to 500 message ids) on each turn.
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["answers"] = {step: vars(answer) for step, answer in self.answers.items()}
+        return json.dumps({"v": FORMAT_VERSION, **data}, ensure_ascii=False).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Draft:
