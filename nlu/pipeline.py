@@ -37,6 +37,7 @@ class UrgencyPolicy(BaseModel):
     unsure_below: float = Field(gt=0, le=1)
     unsure_urgent_threshold: float = Field(gt=0, le=1)
     model_min_words: int = Field(ge=1)
+    short_message_confidence: float = Field(gt=0, le=1)
 
     @classmethod
     def load(cls, path: Path = DEFAULT_POLICY_PATH) -> UrgencyPolicy:
@@ -60,8 +61,11 @@ class UrgencyPolicy(BaseModel):
         tag = f"model:{out.engine}"
         if len(text.split()) < self.model_min_words:
             # A short answer to a specific question ("a man at the park") says too little for
-            # the model to page anyone; the safety rules still judge it.
-            urgent = None
+            # the model to page anyone on a mixed score; only a clear urgent reading counts
+            # ("hurting myself rn"). The safety rules still judge every message.
+            clear = top.name in self.urgent_intents
+            if not clear or top.confidence < self.short_message_confidence:
+                urgent = None
         if urgent is not None and score >= self.immediate_threshold:
             level = self.urgent_intents[urgent]
             return Urgency(level, round(score, 4), (f"{tag}:{urgent} {score:.2f}",))

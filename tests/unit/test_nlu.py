@@ -186,6 +186,22 @@ async def test_unsure_safeguarding_message_errs_towards_a_human() -> None:
     assert policy.judge(out, "a man").level is Level.ROUTINE  # too short for the model alone
 
 
+async def test_a_short_message_alerts_on_the_model_only_when_clearly_urgent() -> None:
+    policy = UrgencyPolicy.load()
+    # Given short messages (fewer words than the policy's minimum for a mixed score)
+    short = "hurting myself rn"
+    assert len(short.split()) < policy.model_min_words
+    # When the model's top intent is urgent and sure, a person is alerted
+    clear = _output("self_harm", policy.short_message_confidence + 0.05, out_of_scope=0.1)
+    assert policy.judge(clear, short).level is Level.IMMEDIATE
+    # but a mixed score (urgent intents adding up, the top one something else) is not enough,
+    mixed = _output("give_detail", 0.5, immediate_danger=0.3, self_harm=0.2)
+    assert policy.judge(mixed, "a man at the park").level is Level.NONE
+    # nor is an urgent top intent the model is unsure of.
+    unsure = _output("self_harm", policy.short_message_confidence - 0.05, out_of_scope=0.4)
+    assert not policy.judge(unsure, short).escalate
+
+
 async def test_figurative_speech_is_not_escalated(nlu: Nlu) -> None:
     for text in (
         "this homework is killing me",

@@ -31,6 +31,14 @@ def rules() -> SafetyRules:
 IMMEDIATE = [
     # from a young person: text-speak, no punctuation, typos
     "hes outside my house rn",
+    "hurting myself right now",
+    "cutting myself rn",
+    "just took the whole packet",
+    "i took my mums sleeping tablets",
+    "how many would i need so i dont wake up",
+    "goodnight forever x",
+    "this is the last time you'll ever hear from me",
+    "my little sister fell off the climbing frame and she isnt moving",
     "he's coming to get me tonight",
     "im gonna kill myself",
     "i cut myself",
@@ -177,6 +185,12 @@ HIGH = [
 
 NONE = [
     "this homework is killing me",
+    "kms if i have to listen to that song again",
+    "someone's at the door, probably the delivery",
+    "we're doing a presentation on grooming in pshe",
+    "the traffic is not moving at all",
+    "ate the whole box of chocolates",
+    "took the whole box of cereal to my room lol",
     "i'm dying of laughter 😂",
     "we killed it at football today",
     "the exam killed me",
