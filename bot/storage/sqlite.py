@@ -248,8 +248,8 @@ class SqliteStore:
             raise StorageError("store is not open")
         async with self._read_lock:
             try:
-                async with reader.execute(sql, params) as cur:
-                    return list(await cur.fetchall())
+                # One trip to aiosqlite's thread, not three (execute, fetch, close).
+                return list(await reader.execute_fetchall(sql, params))
             except sqlite3.Error as exc:
                 raise _storage_error(exc) from None
 
@@ -480,9 +480,8 @@ class Tx:
         await audit.append(self._db, self._chain, now_iso(), actor, action, case_ref, detail)
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._db.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return row
+        rows = await self._db.execute_fetchall(sql, params)
+        return next(iter(rows), None)
 
     async def mark_processed(self, update_id: int) -> None:
         await self._db.execute(
