@@ -79,6 +79,7 @@ class DurablePoller:
         self._saved_events: dict[int, asyncio.Event] = {}
         self._highest = -1
         self._stop = asyncio.Event()
+        self._progress = asyncio.Event()  # an update was saved or finished
 
     def stop(self) -> None:
         self._stop.set()
@@ -134,11 +135,21 @@ class DurablePoller:
             ]
             for raw in fresh:
                 self._start_raw(raw)
-            if fresh or self._unsaved():
-                # Busy: ask again at a steady pace rather than once per update. Each request
-                # costs CPU, and Telegram answers it with every update not yet saved, parsed
-                # again in full; when all in hand are saved, long polling takes over.
-                await asyncio.sleep(BUSY_POLL_SECONDS)
+            await self._pause_while_busy()
+
+    async def _pause_while_busy(self) -> None:
+        """Busy: ask again at a steady pace rather than once per update, as each request costs
+        CPU and Telegram answers it with every update not yet saved. As soon as all in hand
+        are saved, long polling takes over, so a quiet bot hears a new message at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_POLL_SECONDS
+        while self._unsaved():
+            self._progress.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
 
     async def _fetch(self) -> list[RawUpdate]:
         # While updates not yet saved are being handled, do not long-poll: they would come
@@ -199,12 +210,14 @@ class DurablePoller:
         event = self._saved_events.get(update_id)
         if event is not None:
             event.set()
+        self._progress.set()
 
     def _done(self, update_id: int, sender: int | None, saved: asyncio.Event) -> None:
         self._handling.pop(update_id, None)
         self._saved_events.pop(update_id, None)
         saved.set()
         self._finished.add(update_id)
+        self._progress.set()
         if sender is not None and self._last_from.get(sender) is saved:
             del self._last_from[sender]
 
