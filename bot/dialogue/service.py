@@ -121,7 +121,7 @@ class ReportingService:
             draft = await self._load_draft(pseudonym, chat_id) or Draft(step=DONE, case_ref=ref)
             draft.track(list(message_ids))
             try:
-                async with self.store.transaction() as tx:
+                async with self.store.transaction(grouped=True) as tx:
                     await tx.save_draft(pseudonym, self._seal_draft(pseudonym, draft))
             except StorageError as exc:
                 log.warning("trace_not_saved error=%s", type(exc).__name__)
@@ -176,7 +176,7 @@ class ReportingService:
             if answered and origin.update_id is not None:
                 draft.answered_update = max(draft.answered_update or 0, origin.update_id)
             try:
-                async with self.store.transaction() as tx:
+                async with self.store.transaction(grouped=True) as tx:
                     await tx.save_draft(pseudonym, self._seal_draft(pseudonym, draft))
             except StorageError as exc:
                 # The answers are safe; only the list of messages to clear on exit is stale.
@@ -263,7 +263,9 @@ class ReportingService:
             if repeat not in turn.outputs:
                 turn.outputs.insert(0, repeat)
         alerted = False
-        async with self.store.transaction() as tx:
+        # A turn that only moves the conversation on (most of them) is committed together
+        # with others; one that raises an alert or files a report has its own transaction.
+        async with self.store.transaction(grouped=not turn.events) as tx:
             for event in turn.events:
                 alerted |= await self._apply(tx, event, pseudonym, origin, inbound, turn.draft)
             if turn.draft is None:
