@@ -185,6 +185,9 @@ HIGH = [
 
 NONE = [
     "this homework is killing me",
+    "that movie where the boy gets kidnapped was so good",
+    "had a nightmare that i was being chased",
+    "our puppy keeps following me everywhere",
     "kms if i have to listen to that song again",
     "someone's at the door, probably the delivery",
     "we're doing a presentation on grooming in pshe",
