@@ -266,6 +266,7 @@ class Wording(_Strict):
     change_pick: str
     done_prompt: str
     submitted: str
+    submitted_repeat: str
     reply_line_yes: str
     reply_line_no: str
     urgent_immediate: str

@@ -243,23 +243,29 @@ class ReportingService:
             return None
         draft = await self._load_draft(pseudonym, origin.reporter_id)
         # Their last turn was saved but its answer may never have gone out (the bot was
-        # killed in between): someone who raised an alarm is given the numbers again.
-        unanswered_alarm = (
+        # killed in between, or Telegram never took it): someone who raised an alarm is given
+        # the numbers again, and someone who sent a report its reference code, which they
+        # need to add to it or to read the team's replies.
+        ref = draft.case_ref if draft is not None else None
+        last_unanswered = (
             draft is not None
-            and bool(draft.alerted)
-            and draft.case_ref is not None
+            and ref is not None
             and draft.saved_update is not None
             and draft.saved_update != draft.answered_update
         )
+        unanswered_alarm = last_unanswered and draft is not None and bool(draft.alerted)
+        unanswered_submission = last_unanswered and draft is not None and draft.step == DONE
         if inbound.kind == "followup":
             turn = await self._attach(draft, inbound.text)
         else:
             turn = self.engine.handle(draft, inbound, await self.understand(inbound))
             self._add_when_to_expect_reply(turn)
-        if unanswered_alarm and draft is not None and draft.case_ref is not None:
-            repeat = Reply(
-                self.content.wording.urgent_repeat.format(ref=draft.case_ref), urgent=True
-            )
+        if unanswered_submission and ref is not None:
+            again = Reply(self.content.wording.submitted_repeat.format(ref=ref))
+            if again not in turn.outputs:
+                turn.outputs.insert(0, again)
+        if unanswered_alarm and ref is not None:
+            repeat = Reply(self.content.wording.urgent_repeat.format(ref=ref), urgent=True)
             if repeat not in turn.outputs:
                 turn.outputs.insert(0, repeat)
         alerted = False

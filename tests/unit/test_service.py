@@ -327,3 +327,38 @@ async def test_an_answer_telegram_never_took_is_said_again_with_their_next_messa
     ref = (await service.store.list_cases())[-1].ref
     first = r.m.replies[0]
     assert first.urgent and "999" in first.html and ref in first.html
+
+
+async def test_a_lost_report_confirmation_gives_the_reference_again_with_their_next_message(
+    service: ReportingService, content: Content
+) -> None:
+    # Given a reporter who pressed Send, whose report was saved, but whose confirmation with
+    # the reference code Telegram never took,
+    r = Reporter(service)
+    await r.do(Inbound("start"))
+    await r.press(content.wording.audiences["young_person"])
+    await r.say("a man keeps messaging me")
+    for _ in range(20):
+        labels = [b.label for b in r.m.buttons()]
+        if "✅ Send" in labels:
+            break
+        for choice in ("No", "Yes, they can reply", "Skip", labels[0]):
+            if choice in labels:
+                await r.press(choice)
+                break
+    send = r.m.button("✅ Send")
+    reachable = r.m
+    r.m = UnreachableMessenger()
+    await r.do(send)
+    ref = (await service.store.list_cases())[-1].ref
+    assert ref in r.m.text()  # it was tried
+    # When Telegram is back and they start again (as someone left waiting does),
+    r.m = reachable
+    r.m.replies.clear()
+    await r.do(Inbound("start"))
+    # Then they are told the report was sent, with its reference, before anything else;
+    assert ref in r.m.replies[0].html and "has been sent" in r.m.replies[0].html
+    # and once that has reached them, not again.
+    before = len(r.m.replies)
+    await r.press(content.wording.audiences["young_person"])
+    assert r.m.replies[before:] and all(ref not in x.html for x in r.m.replies[before:])
