@@ -16,8 +16,8 @@ a 429.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -49,19 +49,34 @@ class _Window:
 
     limit: int
     span: float
-    times: deque[float] = field(default_factory=deque)
+    times: list[float] = field(default_factory=list)  # sorted
 
     def wait(self, now: float, limit: int | None = None) -> float:
         """How long until one more fits (under `limit` if given, else the window's own)."""
         limit = self.limit if limit is None else limit
-        while self.times and self.times[0] <= now - self.span:
-            self.times.popleft()
+        expired = bisect.bisect_right(self.times, now - self.span)
+        del self.times[:expired]
         if len(self.times) < limit:
             return 0.0
         return self.times[len(self.times) - limit] + self.span - now
 
     def take(self, now: float) -> None:
-        self.times.append(now)
+        bisect.insort(self.times, now)
+
+    def restamp(self, taken: float, done: float) -> None:
+        """The request taken at `taken` finished at `done`: count it from then."""
+        at = bisect.bisect_left(self.times, taken)
+        if at < len(self.times) and self.times[at] == taken:
+            del self.times[at]
+            bisect.insort(self.times, max(taken, done))
+
+
+@dataclass
+class Slot:
+    """A place taken in the limiter's windows by one request."""
+
+    taken: float
+    windows: list[_Window]
 
 
 class OutboundLimiter:
@@ -98,9 +113,9 @@ class OutboundLimiter:
             window = self._chats[chat_id] = _Window(1, PRIVATE_CHAT_GAP_SECONDS)
         return window
 
-    async def acquire(self, chat_id: int | None, urgent: bool = False) -> None:
+    async def acquire(self, chat_id: int | None, urgent: bool = False) -> Slot:
         """Wait for a slot to send to `chat_id`. Ordinary messages also wait while any alert
-        is waiting, so alerts go first."""
+        is waiting, so alerts go first. Pass the slot to `sent` once the request is done."""
         if urgent:
             self._urgent_waiting += 1
             self._urgent_clear.clear()
@@ -119,7 +134,7 @@ class OutboundLimiter:
                 if wait <= 0:
                     for w in windows:
                         w.take(now)
-                    return
+                    return Slot(now, windows)
                 await self._sleep(wait)
         finally:
             if urgent:
@@ -128,6 +143,15 @@ class OutboundLimiter:
                     self._urgent_clear.set()
             if len(self._chats) > 10_000:
                 self._forget_idle()
+
+    def sent(self, slot: Slot) -> None:
+        """The request has finished: from now on it counts from when it finished, not from
+        when it started. Telegram counts a request when it arrives, somewhere in between; a
+        request held up after taking its slot (a busy event loop, a slow connection) would
+        otherwise arrive bunched with later ones and earn a 429."""
+        done = self._clock()
+        for window in slot.windows:
+            window.restamp(slot.taken, done)
 
     def _forget_idle(self) -> None:
         now = self._clock()
@@ -152,5 +176,9 @@ class LimitRequests(BaseRequestMiddleware):
         if name.startswith(COUNTED_PREFIXES):
             chat_id = getattr(method, "chat_id", None)
             urgent = self.urgent or SEND_URGENTLY.get()
-            await self.limiter.acquire(chat_id if isinstance(chat_id, int) else None, urgent)
+            slot = await self.limiter.acquire(chat_id if isinstance(chat_id, int) else None, urgent)
+            try:
+                return await make_request(bot, method)
+            finally:
+                self.limiter.sent(slot)
         return await make_request(bot, method)

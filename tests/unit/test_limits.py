@@ -115,3 +115,17 @@ async def test_an_alert_waiting_for_a_slot_goes_before_ordinary_messages() -> No
     await clock.advance(60 + JITTER_SECONDS)
     await asyncio.gather(ordinary, alert)
     assert order == ["alert", "reply"]
+
+
+async def test_a_request_held_up_after_its_slot_counts_from_when_it_finished() -> None:
+    # Given a reply to a reporter that took its slot at 0 s but only reached Telegram, and
+    # finished, at 0.4 s (a busy event loop, a slow connection),
+    clock = SimClock()
+    lim = limiter(clock)
+    slot = await lim.acquire(REPORTER)
+    clock.now = 0.4
+    lim.sent(slot)
+    # When the next message to that reporter waits for its slot,
+    await lim.acquire(REPORTER)
+    # Then it keeps a full gap after the first one finished, not after it started.
+    assert clock.now >= 0.4 + PRIVATE_CHAT_GAP_SECONDS
