@@ -210,7 +210,9 @@ class Engine:
         turn = Turn(draft=draft)
         if draft.alerted and draft.case_ref:
             turn.outputs.append(Reply(self.w.urgent_repeat.format(ref=draft.case_ref), urgent=True))
-        self._ask_current(turn, draft)
+        # The saved turn, not a new one: this draft is not saved again, and its buttons must
+        # work (they are the very buttons the lost answer had).
+        self._ask_current(turn, draft, bump=False)
         return turn
 
     def attach(self, draft: Draft | None, ref: str | None, replies: Sequence[str]) -> Turn:
@@ -465,8 +467,9 @@ class Engine:
         return {key: [opt.label, *opt.also] for key, opt in options.items()}
 
     # ----------------------------------------------------------------- what we show
-    def _ask_current(self, turn: Turn, d: Draft) -> None:
-        d.turn += 1
+    def _ask_current(self, turn: Turn, d: Draft, bump: bool = True) -> None:
+        if bump:  # older buttons stop working
+            d.turn += 1
         if d.step == AUDIENCE:
             turn.outputs.append(self._audience_question(d, bump=False))
         elif d.step == SUMMARY:

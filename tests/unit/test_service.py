@@ -277,6 +277,31 @@ async def test_an_update_saved_but_never_answered_is_answered_when_delivered_aga
     assert r.m.replies == []
 
 
+async def test_buttons_said_again_after_a_restart_still_work(
+    service: ReportingService, content: Content
+) -> None:
+    # Given a reporter's answer saved, then the bot killed before the next question went out,
+    r = Reporter(service)
+    await r.do(Inbound("start"))
+    await r.press(content.wording.audiences["young_person"])
+    await r.say("a man online keeps asking for pictures")
+    pseudonym = service.crypto.pseudonym_for(REPORTER)
+    origin = Origin(REPORTER, update_id=60, reply_address=REPORTER)
+    button = r.m.button(next(b.label for b in r.m.buttons() if b.action == "option"))
+    assert await service._decide_and_store(pseudonym, origin, button) is not None
+    # When Telegram delivers that update again and the question is said again,
+    r.m.replies.clear()
+    await service.handle(origin, button, r.m)
+    assert r.m.buttons()
+    # Then pressing a button under it moves the report on, instead of "that button is from
+    # earlier" (the question said again must carry the turn that was saved).
+    option = next(b.label for b in r.m.buttons() if b.action in ("option", "skip"))
+    press = r.m.button(option)
+    r.m.replies.clear()
+    await r.do(press)
+    assert r.m.text() and content.wording.stale_button.split(".")[0] not in r.m.text()
+
+
 async def test_a_lost_answer_to_an_alarm_is_made_good_by_their_next_message(
     service: ReportingService, content: Content
 ) -> None:
