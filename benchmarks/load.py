@@ -35,7 +35,9 @@ Figures (one table, or `--json` for one JSON object):
 - 429s the bot received that the emulator's limits caused (injected faults not counted);
 - reconciliation with what the generator did and the database holds: reports lost (Send
   pressed and no reference came back, or the reference is not a submitted case) and
-  duplicated (a reference's confirmation shown twice; submitted cases nobody was given);
+  duplicated (a reference's confirmation shown twice; submitted cases nobody was given; the
+  confirmation said again, marked "in case my last message didn't reach you", is listed on
+  its own);
   escalations lost and duplicated (each urgent message must reach the staff chat exactly once
   and the on-call DM exactly once; a repeat marked "sent again after a restart" is listed on
   its own).
@@ -156,6 +158,9 @@ SEND, DANGER, REPLY_YES, REPLY_NO = (
     "No, don't reply",
 )
 AUDIENCES = list(AUDIENCE_LABELS)
+# The confirmation said again, labelled, when the bot could not tell that the first reached
+# the reporter (a kill after sending, a Telegram fault): counted apart from duplicates.
+CONFIRMATION_REPEAT = "In case my last message didn't reach you"
 
 
 # The bot runs under this wrapper (written to the run's temp dir) when asked to: it then runs
@@ -341,6 +346,7 @@ class Report:
     sent_at: float | None = None  # Send pressed
     ref: str | None = None  # from the confirmation (or the done prompt)
     outcome: str = "unfinished"  # ok | no_ref | stuck | unfinished
+    send_presses: int = 0
     nudges: int = 0
 
 
@@ -450,10 +456,16 @@ class Reporter:
                     report.urgent_ref = report.urgent_ref or found.group(0)
                 elif "reference code is" in words or "added to your report" in words:
                     report.ref = report.ref or found.group(0)
-            if report.sent_at is not None:
-                report.outcome = "ok" if report.ref else "no_ref"
-                return
             buttons, body = labels(prompt), str(prompt.get("text", ""))
+            if report.sent_at is not None:
+                if not report.ref and SEND in buttons and report.send_presses < 3:
+                    # Send did not take: the summary pressed was older than the newest (a
+                    # reply retried through a Telegram fault arrives after a later one), so
+                    # the bot showed it again. A person presses Send again.
+                    report.sent_at = None
+                else:
+                    report.outcome = "ok" if report.ref else "no_ref"
+                    return
             await self.pause()
             if AUDIENCE_LABELS[self.audience] in buttons:
                 since = self.press(prompt, AUDIENCE_LABELS[self.audience])
@@ -463,6 +475,7 @@ class Reporter:
                     continue
                 since = self.press(prompt, SEND)
                 report.sent_at = time.time()
+                report.send_presses += 1
             elif DANGER in body and "No" in buttons:
                 since = self.press(prompt, "No")
             elif REPLY_YES in buttons:
@@ -730,15 +743,21 @@ def summarise(
     given = [r.ref for r in reports if r.ref]
     cases: dict[str, tuple[str, str | None]] = db["cases"]
     submitted = {ref for ref, (_, at) in cases.items() if at}
-    confirmations = Counter(
-        ref
+    to_reporters = [
+        str(r.params.get("text"))
         for r in requests
         if r.method == "sendMessage"
         and r.ok
         and "reference code is" in str(r.params.get("text"))
         and chat_id_of(r.params.get("chat_id")) != STAFF_CHAT_ID
-        for ref in set(REF.findall(str(r.params.get("text"))))
+    ]
+    confirmations = Counter(
+        ref
+        for text in to_reporters
+        if CONFIRMATION_REPEAT not in text
+        for ref in set(REF.findall(text))
     )
+    repeats = sum(1 for text in to_reporters if CONFIRMATION_REPEAT in text)
     # Escalations.
     sends = staff_sends(requests)
     urgent = [r for r in reports if r.urgent and r.urgent_at is not None]
@@ -842,6 +861,7 @@ def summarise(
         "reports_lost_no_ref": outcomes["no_ref"],
         "reports_lost_not_in_db": sum(1 for ref in given if ref not in submitted),
         "reports_dup_confirmation": sum(n - 1 for n in confirmations.values() if n > 1),
+        "reports_confirmation_repeated": repeats,
         "reports_dup_refs_given": len(given) - len(set(given)),
         "db_submitted_cases": len(submitted),
         "db_submitted_unconfirmed": len(submitted - set(given)),
@@ -889,8 +909,8 @@ ROWS = [
     ("reports started | sent | confirmed", "reports_started reports_sent reports_confirmed", ""),
     ("reports unfinished | stuck | nudged", "reports_unfinished reports_stuck reports_nudged", ""),
     ("reports lost: no ref | not in DB", "reports_lost_no_ref reports_lost_not_in_db", "0"),
-    ("reports dup: confirmation | DB unconfirmed",
-     "reports_dup_confirmation db_submitted_unconfirmed", "0"),
+    ("reports dup: confirmation | DB unconfirmed | repeat, marked",
+     "reports_dup_confirmation db_submitted_unconfirmed reports_confirmation_repeated", "0"),
     ("urgent messages | ref unknown | no signposting",
      "urgent_messages urgent_ref_unknown urgent_signposting_missing", "0 no signposting"),
     ("alerts raised (escalations in DB)", "escalations_in_db", "= urgent messages"),
