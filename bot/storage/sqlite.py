@@ -38,10 +38,10 @@ if TYPE_CHECKING:
     from bot.crypto import BotCrypto, SealedRecord, SecretChecks
 
 DB_NAME = "safeguard.sqlite3"
-
-Statement = tuple[str, Sequence[Any]]
 BUSY_TIMEOUT_MS = 5000
 _SECRET_CHECKS_SQL = "SELECT generation, secret, check_value FROM bot_secret_checks"
+
+Statement = tuple[str, Sequence[Any]]  # SQL and its parameters
 
 
 def now_iso() -> str:
