@@ -80,10 +80,10 @@ class Reporter:
         await self.do(self.m.button(label))
 
 
-async def full_report(r: Reporter, content: Content) -> str:
+async def answer_up_to_send(r: Reporter, content: Content, what: str) -> None:
     await r.do(Inbound("start"))
     await r.press(content.wording.audiences["young_person"])
-    await r.say(f"{CANARY} keeps messaging me")
+    await r.say(what)
     for _ in range(20):
         labels = [b.label for b in r.m.buttons()]
         if "✅ Send" in labels:
@@ -94,6 +94,10 @@ async def full_report(r: Reporter, content: Content) -> str:
             await r.press("Yes, they can reply")
         elif "Skip" in labels:
             await r.press("Skip")
+
+
+async def full_report(r: Reporter, content: Content) -> str:
+    await answer_up_to_send(r, content, f"{CANARY} keeps messaging me")
     await r.press("✅ Send")
     case = (await r.service.store.list_cases())[-1]
     return case.ref
@@ -360,17 +364,7 @@ async def test_a_lost_report_confirmation_gives_the_reference_again_with_their_n
     # Given a reporter who pressed Send, whose report was saved, but whose confirmation with
     # the reference code Telegram never took,
     r = Reporter(service)
-    await r.do(Inbound("start"))
-    await r.press(content.wording.audiences["young_person"])
-    await r.say("a man keeps messaging me")
-    for _ in range(20):
-        labels = [b.label for b in r.m.buttons()]
-        if "✅ Send" in labels:
-            break
-        for choice in ("No", "Yes, they can reply", "Skip", labels[0]):
-            if choice in labels:
-                await r.press(choice)
-                break
+    await answer_up_to_send(r, content, "a man keeps messaging me")
     send = r.m.button("✅ Send")
     reachable = r.m
     r.m = UnreachableMessenger()
