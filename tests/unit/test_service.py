@@ -73,6 +73,11 @@ class Reporter:
         origin = Origin(REPORTER, update_id=update_id or self.update_id, reply_address=REPORTER)
         await self.service.handle(origin, inbound, self.m)
 
+    async def begin(self, content: Content) -> None:
+        """/start, then "about me" as a young person."""
+        await self.do(Inbound("start"))
+        await self.press(content.wording.audiences["young_person"])
+
     async def say(self, text: str) -> None:
         await self.do(Inbound("text", text=text))
 
@@ -81,8 +86,7 @@ class Reporter:
 
 
 async def answer_up_to_send(r: Reporter, content: Content, what: str) -> None:
-    await r.do(Inbound("start"))
-    await r.press(content.wording.audiences["young_person"])
+    await r.begin(content)
     await r.say(what)
     for _ in range(20):
         labels = [b.label for b in r.m.buttons()]
@@ -122,8 +126,7 @@ async def test_no_plaintext_or_telegram_id_anywhere_in_the_data_dir(
     service: ReportingService, content: Content, data_dir: Path, store: SqliteStore
 ) -> None:
     r = Reporter(service)
-    await r.do(Inbound("start"))
-    await r.press(content.wording.audiences["young_person"])
+    await r.begin(content)
     await r.say(f"{CANARY} he is outside my house right now")  # alert + draft
     await r.press("Skip")
     await store.close()
@@ -186,8 +189,7 @@ async def test_danger_phrase_writes_alert_and_its_timer_before_replying(
 
 async def test_quick_exit_erases_the_draft(service: ReportingService, content: Content) -> None:
     r = Reporter(service)
-    await r.do(Inbound("start"))
-    await r.press(content.wording.audiences["young_person"])
+    await r.begin(content)
     await r.say("something private")
     await r.do(Inbound("exit"))
     pseudonym = service.crypto.pseudonym_for(REPORTER)
@@ -199,8 +201,7 @@ async def test_locked_database_gets_a_clear_answer_and_loses_nothing_saved(
     service: ReportingService, content: Content, data_dir: Path
 ) -> None:
     r = Reporter(service)
-    await r.do(Inbound("start"))
-    await r.press(content.wording.audiences["young_person"])
+    await r.begin(content)
     # Given another writer holds the database past the busy timeout,
     blocker = sqlite3.connect(data_dir / DB_NAME)
     blocker.execute("BEGIN EXCLUSIVE")
@@ -229,8 +230,7 @@ async def test_two_messages_at_once_do_not_race(
     service: ReportingService, content: Content
 ) -> None:
     r = Reporter(service)
-    await r.do(Inbound("start"))
-    await r.press(content.wording.audiences["young_person"])
+    await r.begin(content)
     await asyncio.gather(
         r.do(Inbound("text", text="one"), update_id=50),
         r.do(Inbound("text", text="two"), update_id=51),
@@ -262,8 +262,7 @@ async def test_an_update_saved_but_never_answered_is_answered_when_delivered_aga
     # Given a reporter whose urgent message was saved, and then the bot was killed before
     # its answer went out (the update is then delivered again by Telegram),
     r = Reporter(service)
-    await r.do(Inbound("start"))
-    await r.press(content.wording.audiences["young_person"])
+    await r.begin(content)
     origin = Origin(REPORTER, update_id=77, reply_address=REPORTER)
     pseudonym = service.crypto.pseudonym_for(REPORTER)
     danger = Inbound("text", text="please help hes outside my house rn")
@@ -286,8 +285,7 @@ async def test_buttons_said_again_after_a_restart_still_work(
 ) -> None:
     # Given a reporter's answer saved, then the bot killed before the next question went out,
     r = Reporter(service)
-    await r.do(Inbound("start"))
-    await r.press(content.wording.audiences["young_person"])
+    await r.begin(content)
     await r.say("a man online keeps asking for pictures")
     pseudonym = service.crypto.pseudonym_for(REPORTER)
     origin = Origin(REPORTER, update_id=60, reply_address=REPORTER)
@@ -312,8 +310,7 @@ async def test_a_lost_answer_to_an_alarm_is_made_good_by_their_next_message(
     # Given an urgent message saved (and Telegram told so), then the bot killed before the
     # answer with the 999 line went out, so Telegram will not deliver it again,
     r = Reporter(service)
-    await r.do(Inbound("start"))
-    await r.press(content.wording.audiences["young_person"])
+    await r.begin(content)
     origin = Origin(REPORTER, update_id=90, reply_address=REPORTER)
     pseudonym = service.crypto.pseudonym_for(REPORTER)
     danger = Inbound("text", text="please help hes outside my house rn")
@@ -341,8 +338,7 @@ async def test_an_answer_telegram_never_took_is_said_again_with_their_next_messa
 ) -> None:
     # Given a reporter whose urgent message was saved, but whose answer Telegram never took,
     r = Reporter(service)
-    await r.do(Inbound("start"))
-    await r.press(content.wording.audiences["young_person"])
+    await r.begin(content)
     reachable = r.m
     r.m = UnreachableMessenger()
     danger = Origin(REPORTER, update_id=50, message_id=500, reply_address=REPORTER)
