@@ -132,6 +132,19 @@ IMMEDIATE = [
     "ive given away all my stuff so they have it after",
     "i will be gone before sunrise",
     "they gave her something and she cannot stand up",
+    "ive got the belt round my neck",
+    "cut really deep this time",
+    "help my dads got my mum by the throat in the kitchen",
+    "were locked in the back of a van",
+    "gonna walk in front of a bus on the way home",
+    "been stockpiling my meds for weeks",
+    "a child is on the wrong side of the bridge railings",
+    "theres a little kid wandering on the dual carriageway",
+    "its not a cry for help this time, i mean it",
+    "ill be dead soon anyway",
+    "everyone will be happier without me",
+    "i cant remember how i got here and my phones nearly dead",
+    "a man on my bus is touching a young girl",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +286,13 @@ NONE = [
     "our class watched a film about child sexual exploitation",
     "i will be gone by tomorrow on a school trip to france",
     "no one will find me when we play sardines",
+    "my school tie is round my neck all day and it itches",
+    "the headphones cable is round my neck",
+    "ill be dead soon if mum sees my report lol",
+    "he held the guitar by the neck of it",
+    "im going to stand in front of the class for my talk",
+    "saving up my pocket money for a new phone",
+    "my sister is on the motorway driving to leeds",
 ]
 
 # NONE or ROUTINE: a worry, but nothing specific. Not an alert.
