@@ -173,6 +173,6 @@ def cross_validate(
             lookups=data.lookups,
             fingerprint=f"{data.fingerprint}-cv",
         )
-        nlu = Nlu(EmbeddedModel.train(part), rules, policy)
+        nlu = Nlu(EmbeddedModel.train(part, policy.urgent_intents), rules, policy)
         asyncio.run(_run(nlu, [data.examples[i] for i in test_idx], evaluation))
     return evaluation

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,8 @@ class UrgencyPolicy(BaseModel):
         except (OSError, yaml.YAMLError, ValidationError) as exc:
             raise ConfigError(f"{path}: invalid urgency policy ({type(exc).__name__})") from None
 
-    def urgent_score(self, out: ModelOutput) -> tuple[float, str | None]:
+    def urgent_intent_score(self, out: ModelOutput) -> tuple[float, str | None]:
+        """The urgent intents' probabilities added up, and the likeliest of them."""
         score, best, best_p = 0.0, None, 0.0
         for item in out.ranking:
             if item.name in self.urgent_intents:
@@ -56,7 +58,12 @@ class UrgencyPolicy(BaseModel):
         return score, best
 
     def judge(self, out: ModelOutput, text: str) -> Urgency:
-        score, urgent = self.urgent_score(out)
+        intent_score, urgent = self.urgent_intent_score(out)
+        score = intent_score
+        if out.urgent_probability is not None:
+            # Both of the embedded model's readings must lean towards danger: the geometric
+            # mean is high only when the intent model and the urgency classifier agree.
+            score = (intent_score * out.urgent_probability) ** 0.5
         top = out.intent
         tag = f"model:{out.engine}"
         if len(text.split()) < self.model_min_words:
@@ -76,9 +83,10 @@ class UrgencyPolicy(BaseModel):
             urgent is not None
             and looks_like_safeguarding
             and top.confidence < self.unsure_below
-            and score >= self.unsure_urgent_threshold
+            and intent_score >= self.unsure_urgent_threshold
         ):
-            return Urgency(Level.HIGH, round(score, 4), (f"{tag}:unsure urgent {score:.2f}",))
+            reason = f"{tag}:unsure urgent {intent_score:.2f}"
+            return Urgency(Level.HIGH, round(intent_score, 4), (reason,))
         if top.name in self.concern_intents:
             reason = f"{tag}:{top.name} {top.confidence:.2f}"
             return Urgency(Level.ROUTINE, round(top.confidence, 4), (reason,))
@@ -97,23 +105,39 @@ class Nlu:
         return ParseResult(text, out, urgency)
 
 
-def model_path(data_dir: Path = DEFAULT_DATA_DIR, model_dir: Path = DEFAULT_MODEL_DIR) -> Path:
-    """Where the model for the current training data and recipe is (or will be) saved."""
-    recipe = hashlib.sha256(TRAINING_RECIPE.encode()).hexdigest()[:6]
-    return model_dir / f"embedded-{data_fingerprint(data_dir)}-{recipe}.npz"
+def model_path(
+    data_dir: Path = DEFAULT_DATA_DIR,
+    model_dir: Path = DEFAULT_MODEL_DIR,
+    urgent_intents: Iterable[str] | None = None,
+) -> Path:
+    """Where the model for the current training data and recipe is (or will be) saved.
+
+    The recipe includes which intents are urgent (`urgency.yml`): the urgency classifier is
+    trained to find exactly those.
+    """
+    if urgent_intents is None:
+        urgent_intents = UrgencyPolicy.load().urgent_intents
+    recipe = f"{TRAINING_RECIPE}-{','.join(sorted(urgent_intents))}"
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:6]
+    return model_dir / f"embedded-{data_fingerprint(data_dir)}-{digest}.npz"
 
 
 def load_embedded_model(
-    data_dir: Path = DEFAULT_DATA_DIR, model_dir: Path = DEFAULT_MODEL_DIR, *, retrain: bool = False
+    data_dir: Path = DEFAULT_DATA_DIR,
+    model_dir: Path = DEFAULT_MODEL_DIR,
+    *,
+    retrain: bool = False,
+    policy: UrgencyPolicy | None = None,
 ) -> EmbeddedModel:
     """The model for the current training data: loaded if already trained, else trained now.
 
     The file name carries a hash of the training data, so editing the data retrains once.
     """
-    path = model_path(data_dir, model_dir)
+    urgent_intents = list((policy or UrgencyPolicy.load()).urgent_intents)
+    path = model_path(data_dir, model_dir, urgent_intents)
     if path.exists() and not retrain:
         return EmbeddedModel.load(path)
-    model = EmbeddedModel.train(load_training_data(data_dir))
+    model = EmbeddedModel.train(load_training_data(data_dir), urgent_intents)
     try:
         model.save(path)
         log.info("model_trained fingerprint=%s", model.fingerprint)
@@ -123,11 +147,12 @@ def load_embedded_model(
 
 
 def build_nlu(engine: str = "embedded", rasa_url: str | None = None) -> Nlu:
-    model: IntentModel = load_embedded_model()
+    policy = UrgencyPolicy.load()
+    model: IntentModel = load_embedded_model(policy=policy)
     if engine == "rasa":
         from nlu.rasa_client import RasaEngine
 
         if not rasa_url:
             raise ConfigError("nlu.engine is 'rasa' but nlu.rasa_url is not set")
         model = RasaEngine(rasa_url, fallback=model)
-    return Nlu(model=model, rules=SafetyRules.load())
+    return Nlu(model=model, rules=SafetyRules.load(), policy=policy)

@@ -115,6 +115,9 @@ class ModelOutput:
     ranking: tuple[IntentScore, ...]
     entities: tuple[Entity, ...]
     engine: str  # "embedded" or "rasa", for the logs and the reasons shown to staff
+    # A dedicated urgency classifier's probability that this is danger now (the embedded
+    # model has one; Rasa does not, and then only the urgent intents' probabilities count).
+    urgent_probability: float | None = None
 
 
 class IntentModel(Protocol):

@@ -103,7 +103,8 @@ def test_held_out_test_set_is_never_trained_on() -> None:
 
 def test_training_is_deterministic() -> None:
     data = load_training_data(DEFAULT_DATA_DIR)
-    first, second = EmbeddedModel.train(data), EmbeddedModel.train(data)
+    urgent = ["immediate_danger", "self_harm"]
+    first, second = EmbeddedModel.train(data, urgent), EmbeddedModel.train(data, urgent)
     assert first.classes == second.classes
     assert np.array_equal(first.columns, second.columns)
     assert np.allclose(first.weights, second.weights)
@@ -149,9 +150,11 @@ def test_entities_come_from_the_data_sections() -> None:
 # ---------------------------------------------------------------- urgency
 
 
-def _output(intent: str, confidence: float, **others: float) -> ModelOutput:
+def _output(
+    intent: str, confidence: float, urgent_probability: float | None = None, **others: float
+) -> ModelOutput:
     ranking = (IntentScore(intent, confidence), *(IntentScore(k, v) for k, v in others.items()))
-    return ModelOutput(ranking[0], ranking, (), "test")
+    return ModelOutput(ranking[0], ranking, (), "test", urgent_probability)
 
 
 class _Fixed:
@@ -200,6 +203,31 @@ async def test_a_short_message_alerts_on_the_model_only_when_clearly_urgent() ->
     # nor is an urgent top intent the model is unsure of.
     unsure = _output("self_harm", policy.short_message_confidence - 0.05, out_of_scope=0.4)
     assert not policy.judge(unsure, short).escalate
+
+
+def test_the_model_alerts_only_when_its_two_readings_agree() -> None:
+    policy = UrgencyPolicy.load()
+    text = "my mates are outside my house now waiting to go into town"
+    # Given an intent reading that alone would alert the team,
+    leaning = _output("immediate_danger", 0.6, out_of_scope=0.35)
+    assert policy.judge(leaning, text).level is Level.IMMEDIATE  # Rasa: no urgency classifier
+    # when the urgency classifier is nearly sure it is everyday, nobody is paged,
+    doubted = _output("immediate_danger", 0.6, urgent_probability=0.05, out_of_scope=0.35)
+    assert policy.judge(doubted, text).level is Level.NONE
+    # and when it agrees, the reason shows the combined score (the geometric mean).
+    agreed = _output("immediate_danger", 0.6, urgent_probability=0.98, out_of_scope=0.35)
+    urgency = policy.judge(agreed, text)
+    assert urgency.level is Level.IMMEDIATE
+    assert urgency.reasons == ("model:test:immediate_danger 0.77",)
+
+
+def test_the_urgency_classifier_tells_everyday_from_danger() -> None:
+    model = load_embedded_model()
+    assert set(model.urgent_intents) == set(UrgencyPolicy.load().urgent_intents)
+    danger = model.predict_sync("hes outside my house with a knife and im hiding upstairs")
+    everyday = model.predict_sync("what time does the chippy on the high street shut")
+    assert danger.urgent_probability is not None and danger.urgent_probability > 0.9
+    assert everyday.urgent_probability is not None and everyday.urgent_probability < 0.1
 
 
 async def test_figurative_speech_is_not_escalated(nlu: Nlu) -> None:
