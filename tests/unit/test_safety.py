@@ -145,6 +145,8 @@ IMMEDIATE = [
     "everyone will be happier without me",
     "i cant remember how i got here and my phones nearly dead",
     "a man on my bus is touching a young girl",
+    "my dad will kill me when he gets in, last time he broke my wrist",
+    "had enough, walking up to the viaduct",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +295,9 @@ NONE = [
     "im going to stand in front of the class for my talk",
     "saving up my pocket money for a new phone",
     "my sister is on the motorway driving to leeds",
+    "my mum is going to kill me, i broke her favourite mug",
+    "had enough of revision, going to the bridge to meet my mates",
+    "doing macbeth for english, why does lady macbeth kill herself",
 ]
 
 # NONE or ROUTINE: a worry, but nothing specific. Not an alert.
