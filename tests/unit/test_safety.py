@@ -147,6 +147,8 @@ IMMEDIATE = [
     "a man on my bus is touching a young girl",
     "my dad will kill me when he gets in, last time he broke my wrist",
     "had enough, walking up to the viaduct",
+    "theres a man outside mending the fence and hes staring at me, im scared",
+    "i cut myself and theres blood everywhere but im fine",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +300,9 @@ NONE = [
     "my mum is going to kill me, i broke her favourite mug",
     "had enough of revision, going to the bridge to meet my mates",
     "doing macbeth for english, why does lady macbeth kill herself",
+    "theres a man outside mowing the grass next door",
+    "a van is outside delivering the new fridge",
+    "scraped my elbow on the wall, blood everywhere but im ok",
 ]
 
 # NONE or ROUTINE: a worry, but nothing specific. Not an alert.
