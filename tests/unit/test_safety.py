@@ -149,6 +149,18 @@ IMMEDIATE = [
     "had enough, walking up to the viaduct",
     "theres a man outside mending the fence and hes staring at me, im scared",
     "i cut myself and theres blood everywhere but im fine",
+    "downed the whole strip of my nans co-codamol",
+    "how long does it take for 30 paracetamol to work",
+    "took 12 paracetamol",
+    "giving all my stuff away today",
+    "left my xbox to my brother and my phone to my best mate",
+    "can someone tell my dad sorry",
+    "if i dont reply its cos ive done it",
+    "she posted a goodbye video on snap",
+    "if i dont come to the park in 20 mins hes posting my pics",
+    "mums boyfriend has kicked off on my little sister",
+    "hes got the belt out",
+    "the boy next door is getting battered by his dad right now",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +168,7 @@ IMMEDIATE = [
 # missing, and danger that is over.
 
 HIGH = [
+    "theres a man outside my house, its just the postman but he keeps staring at me",
     "my uncle used to touch me when i was little",
     "years ago when I was little something happened",
     "he keeps asking me to send him pics of me in my underwear",
@@ -303,6 +316,18 @@ NONE = [
     "theres a man outside mowing the grass next door",
     "a van is outside delivering the new fridge",
     "scraped my elbow on the wall, blood everywhere but im ok",
+    "took 2 paracetamol for my headache",
+    "giving my old clothes away to charity",
+    "tell my mum sorry im late",
+    "if i dont get home in 10 mins my mum will ground me",
+    "he took his belt off to go through security",
+    "getting battered by my brother at fifa right now",
+    "theres a man outside rn but its just the amazon guy lol",
+    "my cousin got hit by a car when she was 5 but shes fine now",
+    "we watched a video about a girl who got groomed online in pshe",
+    "police brought a knife bin into school to talk about knife crime",
+    "the dog is hiding under my bed cos of the fireworks",
+    "sliced my thumb chopping onions, blood everywhere lol",
 ]
 
 # NONE or ROUTINE: a worry, but nothing specific. Not an alert.
