@@ -149,6 +149,7 @@ IMMEDIATE = [
     "had enough, walking up to the viaduct",
     "theres a man outside mending the fence and hes staring at me, im scared",
     "i cut myself and theres blood everywhere but im fine",
+    "theres a man outside my house, its just the postman but he keeps staring at me",
     "downed the whole strip of my nans co-codamol",
     "how long does it take for 30 paracetamol to work",
     "took 12 paracetamol",
@@ -168,7 +169,6 @@ IMMEDIATE = [
 # missing, and danger that is over.
 
 HIGH = [
-    "theres a man outside my house, its just the postman but he keeps staring at me",
     "my uncle used to touch me when i was little",
     "years ago when I was little something happened",
     "he keeps asking me to send him pics of me in my underwear",
