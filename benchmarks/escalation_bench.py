@@ -7,11 +7,12 @@ send an immediate-danger message. Three runs: all at once (burst); spread evenly
 seconds (by default 150: with 100 reporters, one urgent message every 1.5 s); all at once with
 faults. Each case is found by the reference code in its reporter's signposting reply. Latency:
 the emulator queueing the urgent update -> the bot's first sendMessage with that reference to
-the staff chat or the on-call DM (target p99 <= 100 ms). The faults run makes the first
-`--fail-429` staff-chat sends answer 429 (retry_after 1) and the next `--fail-500` answer 500,
-then counts cases delivered to the staff chat, duplicates (a reference in more than one
-successful staff-chat sendMessage; ack timeouts are an hour, so no legitimate re-page happens)
-and the time until the last case was delivered.
+the staff chat or the on-call DM (target p99 <= 100 ms); each reporter's own reply (the 999
+line) is timed from the same moment. The faults run makes the first `--fail-429` staff-chat
+sends answer 429 (retry_after 1) and the next `--fail-500` answer 500, then counts cases
+delivered to the staff chat, duplicates (a reference in more than one successful staff-chat
+sendMessage; ack timeouts are an hour, so no legitimate re-page happens) and the time until
+the last case was delivered.
 
     .venv/bin/python benchmarks/escalation_bench.py               # all three runs, 100 reporters
     .venv/bin/python benchmarks/escalation_bench.py --spread 5    # 20 urgent messages a second
@@ -99,7 +100,7 @@ class Result:
 
 
 COLUMNS = ["run", "cases", "p50 ms", "p99 ms", "max ms", "delivered", "dups", "last s"]
-COLUMNS += ["staff sends (failed)", "DMs", "DM cases"]
+COLUMNS += ["staff sends (failed)", "DMs", "DM cases", "999 line p50/p99 ms"]
 
 
 def sends_to(requests: list[RecordedRequest], chat_id: int) -> list[RecordedRequest]:
@@ -211,6 +212,13 @@ async def one_run(
             ok = carrying(ref, staff_ok)
             first_ok.extend(r.time for r in ok[:1])
             copies += max(0, len(ok) - 1)
+        # The reporter's own reply (the 999 line, with the reference), from the same moment.
+        lines: list[float] = []
+        for (start, user, _), ref in zip(cases, refs, strict=True):
+            if ref is not None:
+                to_them = carrying(ref, sends_to(requests, user.id))
+                lines.extend((r.time - start) * 1000 for r in to_them[:1])
+        line_ms = lines or [float("nan")]
         lat = latencies or [float("nan")]
         figures = [statistics.median(lat), percentile(lat, 0.99), max(lat)]
         last = f"{max(first_ok) - min(starts):.2f}" if first_ok else "-"
@@ -227,6 +235,7 @@ async def one_run(
                 *(f"{len(first_ok)}/{len(known)}", str(copies), last),
                 *(f"{len(staff_reqs)} ({len(staff_reqs) - len(staff_ok)})", str(len(dm_reqs))),
                 f"{len(reached(requests, STAFF_MEMBER_ID, known))}/{len(known)}",
+                f"{statistics.median(line_ms):.0f}/{percentile(line_ms, 0.99):.0f}",
             ],
             f"[{name}] p99 <= 100 ms target {met}; paged {len(latencies)}/{len(known)}; "
             f"IMMEDIATE case blocks in staff chat {immediate}; API violations "
@@ -248,6 +257,7 @@ def report(results: list[Result]) -> None:
     print("delivered: ref in a successful staff-chat sendMessage; dups: extra such sends per case;")
     print("last s: first urgent update queued -> last case's first successful staff-chat send;")
     print("DMs: sendMessage calls to the on-call person; DM cases: references they received.")
+    print("999 line: urgent update queued -> the reporter's reply with their reference.")
     for r in results:
         print(r.note)
         for line in r.log_problems[:5]:

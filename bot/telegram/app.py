@@ -21,7 +21,7 @@ from bot.escalation.health import HealthServer
 from bot.escalation.outbox import DeliveryWorker
 from bot.runtime import open_services
 from bot.storage.retention import RetentionWorker
-from bot.telegram.limits import LimitRequests, OutboundLimiter
+from bot.telegram.limits import LimitRequests, OutboundLimiter, Priority
 from bot.telegram.middlewares import KeepResponseTypes, RetryRequests
 from bot.telegram.notifier import TelegramStaffNotifier
 from bot.telegram.polling import DurablePoller
@@ -57,7 +57,8 @@ def build_bot(
     if not for_alerts:
         session.middleware(RetryRequests())
     if limiter is not None:  # inside the retries, so every attempt waits for a slot
-        session.middleware(LimitRequests(limiter, urgent=for_alerts))
+        priority = Priority.STAFF_ALERT if for_alerts else Priority.ORDINARY
+        session.middleware(LimitRequests(limiter, priority))
     return Bot(
         token.get_secret_value(),
         session=session,

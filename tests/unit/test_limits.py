@@ -1,10 +1,16 @@
-"""The outbound limiter on a simulated clock: Telegram's limits held, alerts served first."""
+"""The outbound limiter on a simulated clock: Telegram's limits held, alerts served first,
+then 999 lines, then everything else."""
 
 from __future__ import annotations
 
 import asyncio
 
-from bot.telegram.limits import JITTER_SECONDS, PRIVATE_CHAT_GAP_SECONDS, OutboundLimiter
+from bot.telegram.limits import (
+    JITTER_SECONDS,
+    PRIVATE_CHAT_GAP_SECONDS,
+    OutboundLimiter,
+    Priority,
+)
 
 GROUP = -100123
 REPORTER = 4242
@@ -60,7 +66,7 @@ async def test_no_more_than_the_overall_rate_in_any_second_and_alerts_keep_a_sha
     assert max(sum(1 for s in stamps if t <= s < t + 1.0) for t in stamps) == 25
     before = clock.now
     for n in range(5):
-        await lim.acquire(-n - 1, urgent=True)  # alerts still find room this second
+        await lim.acquire(-n - 1, Priority.STAFF_ALERT)  # alerts still find room this second
     assert clock.now == before
 
 
@@ -100,14 +106,14 @@ async def test_an_alert_waiting_for_a_slot_goes_before_ordinary_messages() -> No
     await lim.acquire(GROUP)  # the group's allowance for this minute is used
     order: list[str] = []
 
-    async def send(name: str, urgent: bool) -> None:
-        await lim.acquire(GROUP, urgent=urgent)
+    async def send(name: str, priority: Priority) -> None:
+        await lim.acquire(GROUP, priority)
         order.append(name)
 
     # Given an ordinary reply waiting for the group's next slot, then an alert
-    ordinary = asyncio.create_task(send("reply", False))
+    ordinary = asyncio.create_task(send("reply", Priority.ORDINARY))
     await asyncio.sleep(0)
-    alert = asyncio.create_task(send("alert", True))
+    alert = asyncio.create_task(send("alert", Priority.STAFF_ALERT))
     await asyncio.sleep(0)
     # When the minute passes, the alert takes the slot; the reply waits for the next one
     await clock.advance(60 + JITTER_SECONDS)
@@ -129,3 +135,104 @@ async def test_a_request_held_up_after_its_slot_counts_from_when_it_finished() -
     await lim.acquire(REPORTER)
     # Then it keeps a full gap after the first one finished, not after it started.
     assert clock.now >= 0.4 + PRIVATE_CHAT_GAP_SECONDS
+
+
+class Queue:
+    """Requests to one limiter on the manual clock, noting who got a slot, in order."""
+
+    def __init__(self, lim: OutboundLimiter) -> None:
+        self.lim = lim
+        self.served: list[str] = []
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def add(self, name: str, chat_id: int, priority: Priority) -> None:
+        """Start a request and let it take a slot, or start waiting for one."""
+
+        async def request() -> None:
+            await self.lim.acquire(chat_id, priority)
+            self.served.append(name)
+
+        self.tasks.append(asyncio.create_task(request()))
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def fill_the_second(self, count: int = 30) -> None:
+        """999 lines to other reporters take `count` slots: with what went before, all 30 of
+        this second. Then forget who was served so far."""
+        for n in range(count):
+            await self.add("earlier 999 line", 20_000 + n, Priority.URGENT_REPLY)
+        assert self.served.count("earlier 999 line") == count
+        self.served.clear()
+
+
+async def test_a_staff_alert_goes_before_999_lines_that_were_waiting_longer() -> None:
+    # Given a burst of reporters' 999 lines using Telegram's 30 a second, and 40 more waiting
+    clock = ManualClock()
+    queue = Queue(limiter(clock))
+    await queue.fill_the_second()
+    for n in range(40):
+        await queue.add("999 line", REPORTER + n, Priority.URGENT_REPLY)
+    # When a staff alert comes in after them
+    await queue.add("alert", GROUP, Priority.STAFF_ALERT)
+    assert queue.served == []
+    # Then it takes the first slot that frees, and the 999 lines the rest
+    await clock.advance(1.0 + JITTER_SECONDS)
+    assert queue.served == ["alert"] + ["999 line"] * 29
+    await clock.advance(1.0 + JITTER_SECONDS)
+    assert queue.served.count("999 line") == 40
+    await asyncio.gather(*queue.tasks)
+
+
+async def test_a_staff_alert_waiting_for_the_staff_chats_minute_holds_up_no_999_line() -> None:
+    # Given the staff chat's allowance for this minute used, and this second's 30 too
+    clock = ManualClock()
+    queue = Queue(limiter(clock, group_per_minute=1))
+    await queue.add("earlier alert", GROUP, Priority.STAFF_ALERT)
+    await queue.fill_the_second(29)
+    # When a staff alert waits for the staff chat's next minute, and 999 lines for the second
+    await queue.add("alert", GROUP, Priority.STAFF_ALERT)
+    for n in range(5):
+        await queue.add("999 line", REPORTER + n, Priority.URGENT_REPLY)
+    # Then the 999 lines go as soon as the second has passed, not a minute later
+    await clock.advance(1.0 + JITTER_SECONDS)
+    assert queue.served == ["999 line"] * 5
+    # And the alert when the staff chat's minute has passed
+    await clock.advance(59.0)
+    assert queue.served[-1] == "alert"
+    await asyncio.gather(*queue.tasks)
+
+
+async def test_a_staff_alert_waiting_for_the_staff_chats_minute_holds_up_no_reply() -> None:
+    # Given a staff alert waiting for the staff chat's next minute
+    clock = ManualClock()
+    queue = Queue(limiter(clock, group_per_minute=1))
+    await queue.add("earlier alert", GROUP, Priority.STAFF_ALERT)
+    await queue.add("alert", GROUP, Priority.STAFF_ALERT)
+    assert queue.served == ["earlier alert"]
+    # When reporters are answered, they are answered at once
+    for n in range(5):
+        await queue.add("reply", REPORTER + n, Priority.ORDINARY)
+    assert queue.served == ["earlier alert"] + ["reply"] * 5
+    # And a reply in the staff chat still waits behind the alert
+    await queue.add("staff chat reply", GROUP, Priority.ORDINARY)
+    await clock.advance(60 + JITTER_SECONDS)
+    assert queue.served[-1] == "alert"
+    await clock.advance(60 + JITTER_SECONDS)
+    assert queue.served[-1] == "staff chat reply"
+    await asyncio.gather(*queue.tasks)
+
+
+async def test_ordinary_replies_wait_behind_staff_alerts_and_999_lines() -> None:
+    # Given this second's 30 used, and replies waiting, then 999 lines, then a staff alert
+    clock = ManualClock()
+    queue = Queue(limiter(clock))
+    await queue.fill_the_second()
+    for n in range(10):
+        await queue.add("reply", 30_000 + n, Priority.ORDINARY)
+    for n in range(10):
+        await queue.add("999 line", REPORTER + n, Priority.URGENT_REPLY)
+    await queue.add("alert", GROUP, Priority.STAFF_ALERT)
+    # When the second has passed, the alert goes first, then the 999 lines, then the replies
+    await clock.advance(1.0 + JITTER_SECONDS)
+    assert queue.served == ["alert"] + ["999 line"] * 10 + ["reply"] * 10
+    await asyncio.gather(*queue.tasks)
