@@ -56,15 +56,36 @@ URGENCY_C_REGULARISATION = 32.0
 # of it retrains instead of loading a model trained the old way.
 TRAINING_RECIPE = (
     f"v{FORMAT_VERSION}-h{HASH_BITS}-c{CHAR_NGRAMS[0]}{CHAR_NGRAMS[1]}"
-    f"-C{C_REGULARISATION:g}-w{CLASS_WEIGHT}-u{URGENCY_C_REGULARISATION:g}-s{SEED}"
+    f"-C{C_REGULARISATION:g}-w{CLASS_WEIGHT}-u{URGENCY_C_REGULARISATION:g}-s{SEED}-e1"
 )
 
 _REPEATS = re.compile(r"(.)\1{2,}")
 _NON_WORD = re.compile(r"[^\w' ]+")
+# Emoji that carry tone, read as words; the rest are dropped with the punctuation. "i want to
+# die 😂" and "i want to die 😭" are different messages. Reading these cut false alarms in
+# cross-validation (355 to 350 of 3,074), on nlu/dev (5 to 4) and the fresh set (3 to 2) at no
+# cost in recall. The `-e1` in TRAINING_RECIPE marks models trained this way.
+_TONE_EMOJI = {
+    "😂": "emoji_laughing",
+    "🤣": "emoji_laughing",
+    "💀": "emoji_laughing",
+    "😭": "emoji_crying",
+    "😢": "emoji_crying",
+    "💔": "emoji_heartbreak",
+    "🔪": "emoji_knife",
+    "🩸": "emoji_blood",
+    "💊": "emoji_pills",
+    "🙏": "emoji_pleading",
+    "😩": "emoji_fed_up",
+    "🙄": "emoji_fed_up",
+}
+_TONE = re.compile("|".join(map(re.escape, _TONE_EMOJI)))
 
 
 def normalise(text: str) -> str:
-    """Case, accents, stretched letters ("pleaseee") and punctuation smoothed away."""
+    """Case, accents, stretched letters ("pleaseee") and punctuation smoothed away; emoji that
+    carry tone become words."""
+    text = _TONE.sub(lambda m: f" {_TONE_EMOJI[m.group(0)]} ", text)
     text = unicodedata.normalize("NFKD", text.casefold().replace("’", "'"))
     text = "".join(c for c in text if not unicodedata.combining(c))
     text = _REPEATS.sub(r"\1\1", text)

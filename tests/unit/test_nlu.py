@@ -101,6 +101,14 @@ def test_held_out_test_set_is_never_trained_on() -> None:
 # ---------------------------------------------------------------- the model
 
 
+def test_emoji_that_carry_tone_are_read_as_words() -> None:
+    from nlu.embedded import normalise
+
+    assert normalise("i want to DIE 😂") == "i want to die emoji_laughing"
+    assert normalise("i want to die 😭") == "i want to die emoji_crying"
+    assert normalise("hiya 🌞👋") == "hiya"  # the rest are dropped with the punctuation
+
+
 def test_training_is_deterministic() -> None:
     data = load_training_data(DEFAULT_DATA_DIR)
     urgent = ["immediate_danger", "self_harm"]
