@@ -157,6 +157,9 @@ IMMEDIATE = [
     "left my xbox to my brother and my phone to my best mate",
     "can someone tell my dad sorry",
     "if i dont reply its cos ive done it",
+    "she was kidnapped at the party",
+    "they are holding her hostage at a party in dewsbury",
+    "im being followed by a man in a car",
     "she posted a goodbye video on snap",
     "if i dont come to the park in 20 mins hes posting my pics",
     "mums boyfriend has kicked off on my little sister",
@@ -328,6 +331,9 @@ NONE = [
     "police brought a knife bin into school to talk about knife crime",
     "the dog is hiding under my bed cos of the fireworks",
     "sliced my thumb chopping onions, blood everywhere lol",
+    "theres a man outside in a van but its just the parcel man",
+    "i think im being followed by a pigeon",
+    "being held hostage at my cousins wedding, its been 6 hours",
 ]
 
 # NONE or ROUTINE: a worry, but nothing specific. Not an alert.
