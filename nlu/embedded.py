@@ -190,8 +190,9 @@ class EmbeddedModel:
             pos = np.minimum(pos, len(self.columns) - 1)
             known = self.columns[pos] == keys
             if known.any():
-                scores += vals[known] @ self.weights[pos[known]].astype(np.float64)
-                urgency += float(vals[known] @ self.urgency_weights[pos[known]].astype(np.float64))
+                rows, values = pos[known], vals[known]
+                scores += values @ self.weights[rows].astype(np.float64)
+                urgency += float(values @ self.urgency_weights[rows].astype(np.float64))
         urgent = float(1.0 / (1.0 + np.exp(-urgency)))
         if len(self.classes) == 2:  # sklearn's binary case has one column
             p = 1.0 / (1.0 + np.exp(-scores[0]))
